@@ -1,0 +1,3 @@
+from artbot.cli import main
+
+raise SystemExit(main())

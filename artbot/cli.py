@@ -1,0 +1,399 @@
+"""The `artbot` command line.
+
+    artbot draw PROMPT [--model M] [--negative TEXT] [--seed N] [--steps N]
+                       [--guidance F] [--size WxH] [--count N] [--out PATH]
+    artbot vary IMAGE [--strength F] [--prompt TEXT] [--seed N] [--model M] [--out PATH]
+    artbot history [--limit N]
+    artbot jobs
+    artbot cancel JOB_ID
+    artbot worker [--burst]
+
+`draw` and `vary` go through the same queue, worker and storage as the bot:
+the job is queued in the database, a worker in this process runs it (or a
+running bot's worker does, whichever claims it first), and the images and
+their seeds land in the history.
+
+Exit status: 0 on success, 1 when a job failed or a model is missing, 2 for a
+bad option or input, 130 when interrupted (the job is canceled).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import getpass
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from artbot import __version__
+from artbot.config import Settings, load_settings
+from artbot.errors import InvalidRequest, UserError
+
+log = logging.getLogger("artbot")
+
+
+# -- helpers ------------------------------------------------------------------
+
+
+def _local_user() -> str:
+    try:
+        name = getpass.getuser()
+    except Exception:  # noqa: BLE001 - no user name in some containers
+        name = "unknown"
+    return f"local:{name}"
+
+
+def _output_paths(out: str | None, job_id: int, count: int) -> list[Path]:
+    if out is None:
+        base = Path(f"artbot-{job_id}.png")
+    else:
+        base = Path(out)
+        if base.suffix.lower() != ".png":
+            base = base.with_name(base.name + ".png") if not base.suffix else base.with_suffix(".png")
+    if count == 1:
+        return [base]
+    return [base.with_name(f"{base.stem}-{i + 1}{base.suffix}") for i in range(count)]
+
+
+def _check_out(out: str | None) -> None:
+    if out is None:
+        return
+    parent = Path(out).expanduser().resolve().parent
+    if not parent.is_dir():
+        raise InvalidRequest(f"Cannot write {out}: folder {parent} does not exist.")
+
+
+async def _run_job(settings: Settings, spec, out: str | None, state: dict) -> int:
+    """Queue `spec`, run a worker here until it finishes, and save its images."""
+    from storage.images import ImageStore
+    from worker.queue import LocalJobQueue
+    from worker.runner import Worker
+
+    queue = await LocalJobQueue(settings.db_path).open()
+    store = ImageStore(settings.image_dir)
+    try:
+        job = await queue.submit(
+            spec,
+            user_id=_local_user(),
+            source="cli",
+            max_queued=settings.max_queued_per_user,
+        )
+        state["job_id"] = job.id
+        position = (await queue.positions()).get(job.id)
+        print(f"job {job.id} queued" + (f" (position {position})" if position else ""), file=sys.stderr)
+
+        events = queue.subscribe(job.id)
+        worker = Worker(queue, store, settings)
+        worker_task = asyncio.create_task(worker.run(burst=True))
+        bar = None
+        told_waiting = False
+        try:
+            while True:
+                try:
+                    event = await events.get(timeout=0.5)
+                except asyncio.TimeoutError:
+                    event = None
+                if event is not None and event.kind == "progress" and event.total:
+                    if bar is None:
+                        from tqdm import tqdm
+
+                        bar = tqdm(total=event.total, unit="step", desc=f"job {job.id}",
+                                   file=sys.stderr, disable=None, leave=False)
+                    bar.total = event.total
+                    bar.n = event.step
+                    bar.refresh()
+                current = await queue.get(job.id)
+                if current.status.finished:
+                    break
+                if worker_task.done():
+                    worker_task.result()  # re-raise a crash of the worker itself
+                    if not told_waiting and current.status.value == "running":
+                        print(f"job {job.id} is running in another artbot process; waiting",
+                              file=sys.stderr)
+                        told_waiting = True
+                    await asyncio.sleep(0.2)
+        finally:
+            if bar is not None:
+                bar.close()
+            events.close()
+            worker.stop()
+            await worker_task
+
+        if current.status.value != "succeeded":
+            print(f"error: job {job.id} {current.status.value}: {current.error}", file=sys.stderr)
+            return 1
+        images = await queue.images(job.id)
+        for record, path in zip(images, _output_paths(out, job.id, len(images))):
+            path = path.expanduser()
+            shutil.copyfile(store.root / record.path, path)
+            print(f"{path}  seed {record.seed}  {record.width}x{record.height}")
+        print(f"job {job.id} done in {current.run_seconds:.1f}s with {current.model}", file=sys.stderr)
+        return 0
+    finally:
+        await queue.close()
+
+
+def _run_spec(settings: Settings, spec, out: str | None) -> int:
+    state: dict = {}
+    try:
+        return asyncio.run(_run_job(settings, spec, out, state))
+    except KeyboardInterrupt:
+        if "job_id" in state:
+            from storage.db import open_db
+            from storage.jobs import JobStore
+
+            JobStore(open_db(settings.db_path)).cancel(state["job_id"])
+            print(f"\ninterrupted: job {state['job_id']} canceled", file=sys.stderr)
+        return 130
+
+
+# -- commands -----------------------------------------------------------------
+
+
+def cmd_draw(settings: Settings, args) -> int:
+    from worker.jobs import build_draw
+
+    _check_out(args.out)
+    spec = build_draw(
+        settings,
+        prompt=args.prompt,
+        negative_prompt=args.negative or "",
+        model=args.model,
+        seed=args.seed,
+        steps=args.steps,
+        guidance=args.guidance,
+        size=args.size,
+        count=args.count,
+    )
+    return _run_spec(settings, spec, args.out)
+
+
+def cmd_vary(settings: Settings, args) -> int:
+    from storage.images import ImageStore, encode_png
+    from worker.jobs import build_vary, read_input_image
+
+    _check_out(args.out)
+    path = Path(args.image).expanduser()
+    if not path.is_file():
+        raise InvalidRequest(f"{args.image} does not exist or is not a file.")
+    image = read_input_image(path.read_bytes(), name=str(args.image))
+    # Validate everything before anything is stored.
+    spec = build_vary(
+        settings,
+        init_image_sha="0" * 64,
+        init_size=image.size,
+        prompt=args.prompt or "",
+        negative_prompt=args.negative or "",
+        model=args.model,
+        strength=args.strength,
+        seed=args.seed,
+        steps=args.steps,
+        guidance=args.guidance,
+        count=args.count,
+    )
+    sha, _ = ImageStore(settings.image_dir).put_bytes(encode_png(image))
+    spec.params["init_image"] = sha
+    return _run_spec(settings, spec, args.out)
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _clip(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _store(settings: Settings):
+    from storage.db import open_db
+    from storage.jobs import JobStore
+
+    return JobStore(open_db(settings.db_path))
+
+
+def cmd_history(settings: Settings, args) -> int:
+    if args.limit < 1:
+        raise InvalidRequest("--limit must be at least 1.")
+    store = _store(settings)
+    jobs = store.list_jobs(limit=args.limit)
+    if not jobs:
+        print("No jobs yet. Try: artbot draw \"a red fox\"")
+        return 0
+    print(f"{'ID':>5}  {'TIME':19}  {'STATUS':9}  {'KIND':5}  {'MODEL':24}  {'SEEDS':22}  PROMPT")
+    for job in jobs:
+        seeds = ",".join(str(s) for s in job.seeds)
+        prompt = job.params.get("prompt", "")
+        if job.kind == "vary" and not prompt:
+            prompt = "(variation)"
+        line = (
+            f"{job.id:>5}  {_when(job.created_at):19}  {job.status.value:9}  {job.kind:5}  "
+            f"{_clip(job.model, 24):24}  {_clip(seeds, 22):22}  {_clip(prompt, 60)}"
+        )
+        print(line)
+        if job.status.value == "failed" and job.error:
+            print(f"{'':>7}error: {_clip(job.error, 100)}")
+    return 0
+
+
+def cmd_jobs(settings: Settings, args) -> int:
+    from storage.jobs import JobStatus
+
+    store = _store(settings)
+    running = store.list_jobs(statuses=[JobStatus.RUNNING], limit=100, newest_first=False)
+    queued = store.list_jobs(statuses=[JobStatus.QUEUED], limit=1000, newest_first=False)
+    positions = store.positions()
+    if not running and not queued:
+        print("Nothing queued or running.")
+        return 0
+    for job in running:
+        progress = (
+            f"step {job.progress_step} of {job.progress_total}" if job.progress_total else "starting"
+        )
+        since = time.time() - (job.started_at or time.time())
+        print(f"running  job {job.id:>5}  {progress:18}  {since:6.1f}s  {job.user_id}  "
+              f"{_clip(job.params.get('prompt', ''), 50)}")
+    for job in sorted(queued, key=lambda j: positions.get(j.id, 0)):
+        print(f"queued   job {job.id:>5}  position {positions.get(job.id, '?'):<9}  "
+              f"{'':7}  {job.user_id}  {_clip(job.params.get('prompt', ''), 50)}")
+    return 0
+
+
+def cmd_cancel(settings: Settings, args) -> int:
+    status = _store(settings).cancel(args.job_id)
+    if status is None:
+        raise InvalidRequest(f"There is no job {args.job_id}.")
+    if status.value == "running":
+        print(f"job {args.job_id} is running; it will stop at its next step")
+    elif status.value == "canceled":
+        print(f"job {args.job_id} canceled")
+    else:
+        print(f"job {args.job_id} had already finished ({status.value})")
+    return 0
+
+
+def cmd_worker(settings: Settings, args) -> int:
+    from storage.images import ImageStore
+    from worker.queue import LocalJobQueue
+    from worker.runner import Worker
+
+    async def go() -> int:
+        queue = await LocalJobQueue(settings.db_path).open()
+        worker = Worker(queue, ImageStore(settings.image_dir), settings)
+        try:
+            n = await worker.run(burst=args.burst)
+        finally:
+            await worker.shutdown()
+            await queue.close()
+        print(f"worker ran {n} job(s)", file=sys.stderr)
+        return 0
+
+    try:
+        return asyncio.run(go())
+    except KeyboardInterrupt:
+        return 130
+
+
+# -- parser -------------------------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="artbot",
+        description="artbot: a self-hosted AI art bot. Draw and vary images from the shell "
+        "through the same queue, worker and history as the Discord bot.",
+    )
+    parser.add_argument("--version", action="version", version=f"artbot {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="log more (-v: job life, -vv: debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("draw", help="draw images from a text prompt",
+                       description="Draw images from a text prompt.")
+    p.add_argument("prompt", help="what to draw")
+    p.add_argument("--model", help="hub id, local folder, .safetensors file or configured name "
+                   "(default: the configured default model)")
+    p.add_argument("--negative", help="what to keep out of the image")
+    p.add_argument("--seed", type=_positive_int, help="seed of the first image (random if not given)")
+    p.add_argument("--steps", type=_positive_int, help="denoising steps (default 30)")
+    p.add_argument("--guidance", type=float, help="how closely to follow the prompt (default 7.5)")
+    p.add_argument("--size", help="WIDTHxHEIGHT, multiples of 8 (default 512x512)")
+    p.add_argument("--count", type=_positive_int, default=1, help="how many images (default 1)")
+    p.add_argument("--out", help="output PNG path (with --count N: PATH-1.png ... PATH-N.png)")
+    p.set_defaults(func=cmd_draw)
+
+    p = sub.add_parser("vary", help="make a variation of an image",
+                       description="Make a variation of an image (image to image).")
+    p.add_argument("image", help="the image to vary (PNG, JPEG, WebP...)")
+    p.add_argument("--strength", type=float,
+                   help="how far to move from the image, 0..1 (default 0.6; 0.3 subtle, 0.75 strong)")
+    p.add_argument("--prompt", help="what the variation should show (optional)")
+    p.add_argument("--negative", help="what to keep out of the image")
+    p.add_argument("--seed", type=_positive_int, help="seed (random if not given)")
+    p.add_argument("--model", help="model, as for draw")
+    p.add_argument("--steps", type=_positive_int, help="denoising steps before strength (default 30)")
+    p.add_argument("--guidance", type=float, help="prompt guidance (default 7.5)")
+    p.add_argument("--count", type=_positive_int, default=1, help="how many variations (default 1)")
+    p.add_argument("--out", help="output PNG path")
+    p.set_defaults(func=cmd_vary)
+
+    p = sub.add_parser("history", help="list recent jobs with their prompts and seeds",
+                       description="List recent jobs: prompt, model, the seed of each image, status, time.")
+    p.add_argument("--limit", type=_positive_int, default=20, help="how many jobs (default 20)")
+    p.set_defaults(func=cmd_history)
+
+    p = sub.add_parser("jobs", help="show what is queued and running",
+                       description="Show the queue in the order jobs will run, and what is running.")
+    p.set_defaults(func=cmd_jobs)
+
+    p = sub.add_parser("cancel", help="cancel a queued or running job",
+                       description="Cancel a job: a queued one at once, a running one at its next step.")
+    p.add_argument("job_id", type=_positive_int)
+    p.set_defaults(func=cmd_cancel)
+
+    p = sub.add_parser("worker", help="run a worker that takes jobs from the queue",
+                       description="Run a worker on this machine's device until interrupted.")
+    p.add_argument("--burst", action="store_true", help="exit once the queue is empty")
+    p.set_defaults(func=cmd_worker)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.verbose < 2:
+        # Library chatter (deprecation notes, "loading weights") is not for the user.
+        import warnings
+
+        warnings.filterwarnings("ignore")
+        for name in ("diffusers", "transformers", "huggingface_hub", "httpx"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        settings = load_settings()
+        return args.func(settings, args)
+    except UserError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""One settings object, read from an optional TOML file and the environment.
+
+Precedence, lowest first: the defaults below, the TOML file, then environment
+variables prefixed ``ARTBOT_``. The file is ``$ARTBOT_CONFIG`` if set, else
+``./artbot.toml`` if it exists. Secrets (the Discord token) come from the
+environment only; a TOML file that holds one is refused so that it cannot be
+committed or shared by accident.
+
+Example ``artbot.toml``::
+
+    data_dir = "/var/lib/artbot"
+    default_model = "/models/sd15"
+    device = "cuda"
+    max_queued_per_user = 5
+
+    [models]                       # short names usable as --model / model:
+    sd15 = "/models/sd15"
+    dreamshaper = "Lykon/dreamshaper-8"
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+from artbot.errors import UserError
+
+ENV_PREFIX = "ARTBOT_"
+DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+
+
+class ConfigError(UserError):
+    """A setting has a value that cannot be used."""
+
+
+@dataclass
+class Settings:
+    # Where the SQLite database and the image store live.
+    data_dir: Path = Path("./artbot-data")
+    # Model used when a request names none: a hub id, a folder, a .safetensors
+    # file, or a key of `models`.
+    default_model: str = DEFAULT_MODEL
+    # "auto" picks cuda, then mps, then cpu. Any torch device string works.
+    device: str = "auto"
+    # "auto" picks float16 on CUDA and float32 elsewhere; or float16/bfloat16/float32.
+    dtype: str = "auto"
+    # Short model names -> model references.
+    models: dict[str, str] = field(default_factory=dict)
+    # A user may have at most this many jobs queued or running at once.
+    max_queued_per_user: int = 10
+    # A job running longer than this is stopped and failed (seconds).
+    job_timeout_s: float = 600.0
+    # A job whose worker died this many times is failed instead of retried.
+    max_attempts: int = 3
+    # A running job whose worker has not been heard from for this long is
+    # considered abandoned and queued again (seconds).
+    lease_s: float = 120.0
+    # How many loaded models a worker keeps in memory at once.
+    max_loaded_models: int = 2
+    # Largest width or height accepted, in pixels.
+    max_size: int = 1024
+    # Most denoising steps accepted.
+    max_steps: int = 150
+    # Most images one job may make.
+    max_count: int = 4
+    # Discord connection. The token is a secret: environment only.
+    discord_token: str | None = field(default=None, repr=False)
+    discord_api_base: str | None = None
+    discord_gateway: str | None = None
+    discord_dev_guild: int | None = None
+
+    SECRET_FIELDS = ("discord_token",)
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "artbot.db"
+
+    @property
+    def image_dir(self) -> Path:
+        return self.data_dir / "images"
+
+    def resolve_model(self, name: str | None) -> str:
+        """The model reference a request means: an alias expanded, or the default."""
+        name = (name or "").strip() or self.default_model
+        return self.models.get(name, name)
+
+    def safe_dict(self) -> dict[str, Any]:
+        """The settings with secrets masked, for logs and `artbot config`."""
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in self.SECRET_FIELDS:
+                value = "set" if value else "not set"
+            elif isinstance(value, Path):
+                value = str(value)
+            out[f.name] = value
+        return out
+
+
+# Environment variable -> settings field, for names that are not simply the
+# field name upper-cased.
+_ENV_ALIASES = {
+    "DISCORD_TOKEN": "discord_token",
+    "ARTBOT_DISCORD_GATEWAY": "discord_gateway",
+    "ARTBOT_DEV_GUILD": "discord_dev_guild",
+}
+
+
+def _coerce(name: str, raw: Any, target: Any) -> Any:
+    """Turn a TOML or environment value into the type of the field's default."""
+    try:
+        if name == "discord_dev_guild":
+            return None if raw in (None, "") else int(raw)
+        if isinstance(target, Path) or name == "data_dir":
+            return Path(raw).expanduser()
+        if isinstance(target, bool):
+            if isinstance(raw, bool):
+                return raw
+            return str(raw).strip().lower() in ("1", "true", "yes", "on")
+        if isinstance(target, int):
+            return int(raw)
+        if isinstance(target, float):
+            return float(raw)
+        if isinstance(target, dict):
+            if not isinstance(raw, Mapping):
+                raise ValueError("expected a table")
+            return {str(k): str(v) for k, v in raw.items()}
+        return None if raw is None else str(raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"setting {name}: cannot use {raw!r} ({exc})") from None
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, config_file: str | os.PathLike | None = None
+) -> Settings:
+    """Read the settings from the TOML file and the environment."""
+    env = os.environ if environ is None else environ
+    defaults = Settings()
+    values: dict[str, Any] = {}
+    names = {f.name for f in dataclasses.fields(Settings)}
+
+    path = config_file or env.get("ARTBOT_CONFIG")
+    if path is None and Path("artbot.toml").is_file():
+        path = "artbot.toml"
+    if path is not None:
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        for key, raw in data.items():
+            if key in Settings.SECRET_FIELDS:
+                raise ConfigError(
+                    f"config file {path} holds {key}; secrets come from the environment only "
+                    f"(set DISCORD_TOKEN instead)"
+                )
+            if key not in names or key == "SECRET_FIELDS":
+                raise ConfigError(f"config file {path}: unknown setting {key!r}")
+            values[key] = _coerce(key, raw, getattr(defaults, key))
+
+    for var, raw in env.items():
+        if var in _ENV_ALIASES:
+            key = _ENV_ALIASES[var]
+        elif var.startswith(ENV_PREFIX):
+            key = var[len(ENV_PREFIX):].lower()
+            if key in ("config",) or key not in names:
+                continue
+        else:
+            continue
+        if key == "models":
+            continue  # a table; only the TOML file can hold it
+        values[key] = _coerce(key, raw, getattr(defaults, key))
+
+    return Settings(**values)

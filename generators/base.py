@@ -1,0 +1,115 @@
+"""The one interface every generator family implements.
+
+A family is handed a request and returns images plus what reproduces them:
+
+    result = generator.generate(request, progress)
+
+`request.task` says which of the three things is asked for:
+
+- ``draw``: text to image (prompt, negative prompt, size, steps, guidance);
+- ``vary``: a variation of `init_image` (strength 0..1; a new prompt is optional);
+- ``stylize``: `init_image` (the content) in the style of `style_image` or of
+  a style prompt.
+
+A family that cannot do a task raises `UnsupportedTask` with a message for the
+user. `progress(step, total)` is called as work advances; it may raise (the
+worker raises to cancel or time out a job) and the exception must propagate.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from PIL import Image
+
+from artbot.errors import InvalidRequest, UserError
+
+ProgressCallback = Callable[[int, int], None]
+
+
+def no_progress(step: int, total: int) -> None:
+    pass
+
+
+class Task(str, enum.Enum):
+    DRAW = "draw"
+    VARY = "vary"
+    STYLIZE = "stylize"
+
+
+class UnsupportedTask(UserError):
+    """This family (or this model) cannot do what was asked."""
+
+
+@dataclass
+class GenerationRequest:
+    task: Task
+    # One seed per image; the number of images is len(seeds).
+    seeds: list[int]
+    prompt: str = ""
+    negative_prompt: str = ""
+    width: int = 512
+    height: int = 512
+    steps: int = 30
+    guidance: float = 7.5
+    # vary: the image to vary; stylize: the content image.
+    init_image: Image.Image | None = None
+    # vary/stylize: how far to move from init_image, 0..1.
+    strength: float = 0.6
+    # stylize: the style image, if the style is given as an image.
+    style_image: Image.Image | None = None
+    # Family-specific options (for example the style-transfer method).
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def count(self) -> int:
+        return len(self.seeds)
+
+
+@dataclass
+class GenerationResult:
+    images: list[Image.Image]
+    # The seed of each image, in order.
+    seeds: list[int]
+    # Parameters as actually used, merged into the job's stored parameters
+    # (for example the scheduler's name or the size an input was rounded to).
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+class Generator:
+    """Base class of the families. Subclasses override the tasks they support."""
+
+    #: The family's name as stored with each job: 'diffusion', 'gan', 'vae', 'style'.
+    family: str = ""
+
+    def __init__(self, model_revision: str | None = None):
+        #: What exactly was loaded (a hub commit, a file fingerprint), stored with each job.
+        self.model_revision = model_revision
+
+    def generate(
+        self, request: GenerationRequest, progress: ProgressCallback = no_progress
+    ) -> GenerationResult:
+        if not request.seeds:
+            raise InvalidRequest("A request must ask for at least one image.")
+        if request.task is Task.DRAW:
+            return self.draw(request, progress)
+        if request.task is Task.VARY:
+            if request.init_image is None:
+                raise InvalidRequest("A variation needs an image to vary.")
+            return self.vary(request, progress)
+        if request.task is Task.STYLIZE:
+            if request.init_image is None:
+                raise InvalidRequest("Style transfer needs a content image.")
+            return self.stylize(request, progress)
+        raise UnsupportedTask(f"Unknown task {request.task!r}.")
+
+    def draw(self, request: GenerationRequest, progress: ProgressCallback) -> GenerationResult:
+        raise UnsupportedTask(f"The {self.family} generator cannot draw from a prompt.")
+
+    def vary(self, request: GenerationRequest, progress: ProgressCallback) -> GenerationResult:
+        raise UnsupportedTask(f"The {self.family} generator cannot make variations.")
+
+    def stylize(self, request: GenerationRequest, progress: ProgressCallback) -> GenerationResult:
+        raise UnsupportedTask(f"The {self.family} generator cannot transfer a style.")

@@ -1,0 +1,53 @@
+"""Choosing the device and dtype a worker runs on.
+
+``auto`` picks CUDA (half precision), then Apple MPS, then the CPU (float32).
+Both choices can be overridden (settings `device` and `dtype`, environment
+`ARTBOT_DEVICE` and `ARTBOT_DTYPE`).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from artbot.errors import UserError
+
+_DTYPES = {
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float": torch.float32,
+}
+
+
+def pick_device(preference: str = "auto") -> torch.device:
+    preference = (preference or "auto").strip().lower()
+    if preference == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(preference)
+    except RuntimeError:
+        raise UserError(f"Unknown device {preference!r}: use auto, cpu, cuda, cuda:N or mps.") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"Device {preference!r} was asked for, but torch sees no CUDA GPU.")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError("Device 'mps' was asked for, but Apple MPS is not available.")
+    return device
+
+
+def pick_dtype(preference: str, device: torch.device) -> torch.dtype:
+    preference = (preference or "auto").strip().lower()
+    if preference == "auto":
+        # Half precision where it is fast and well supported; float32 on the
+        # CPU (slow and inexact in half) and on MPS (some ops lack fp16 kernels).
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if preference not in _DTYPES:
+        raise UserError(f"Unknown dtype {preference!r}: use auto, float16, bfloat16 or float32.")
+    return _DTYPES[preference]

@@ -1,0 +1,172 @@
+"""Loading a diffusion pipeline from whatever the user named.
+
+A model reference is, in the order tried:
+
+1. a local folder holding a diffusers pipeline (`model_index.json`);
+2. a single checkpoint file (`.safetensors` or `.ckpt`), loaded with
+   `from_single_file`;
+3. a Hugging Face hub id (`org/name`): taken from the local cache if it is
+   there, else downloaded once when the hub is reachable.
+
+Anything else, or a hub model that is neither cached nor reachable, raises
+`ModelNotFound` with what to do about it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+from pathlib import Path
+
+import torch
+
+from artbot.errors import ModelNotFound
+
+log = logging.getLogger(__name__)
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def _quiet_libraries() -> None:
+    """diffusers and transformers draw their own progress bars; the worker reports progress itself."""
+    from diffusers.utils import logging as dlogging
+    from transformers.utils import logging as tlogging
+
+    dlogging.disable_progress_bar()
+    tlogging.disable_progress_bar()
+    if not log.isEnabledFor(logging.DEBUG):
+        # Their warnings (optional torchvision, deprecated config keys) are not the user's business.
+        dlogging.set_verbosity_error()
+        tlogging.set_verbosity_error()
+
+
+def folder_fingerprint(folder: Path) -> str:
+    """A short, stable id of a local model: its configs' bytes and its weights' sizes."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        rel = path.relative_to(folder).as_posix()
+        h.update(rel.encode())
+        if path.suffix in (".json", ".txt"):
+            h.update(path.read_bytes())
+        else:
+            h.update(str(path.stat().st_size).encode())
+    return "local-" + h.hexdigest()[:12]
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Can we open a TCP connection to the hub at all? (Saves a minute of retries offline.)"""
+    import socket
+    from urllib.parse import urlparse
+
+    try:
+        from huggingface_hub import constants
+
+        endpoint = constants.ENDPOINT
+    except (ImportError, AttributeError):  # pragma: no cover
+        endpoint = "https://huggingface.co"
+    url = urlparse(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _cached_revision(repo_id: str) -> str | None:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover
+        return None
+    found = try_to_load_from_cache(repo_id, "model_index.json")
+    if isinstance(found, str):
+        return Path(found).parent.name  # .../snapshots/<commit>/model_index.json
+    return None
+
+
+def load_pipeline(ref: str, device: torch.device, dtype: torch.dtype):
+    """Load `ref` as a text-to-image pipeline on `device`. Returns (pipeline, revision)."""
+    _quiet_libraries()  # before importing the pipelines, which warn as they import
+    from diffusers import AutoPipelineForText2Image, StableDiffusionPipeline
+
+    path = Path(ref).expanduser()
+
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            raise ModelNotFound(
+                f"Model folder {ref} is not a diffusers pipeline (it has no model_index.json)."
+            )
+        pipe = AutoPipelineForText2Image.from_pretrained(str(path), torch_dtype=dtype)
+        revision = folder_fingerprint(path)
+
+    elif path.suffix.lower() in (".safetensors", ".ckpt"):
+        if not path.is_file():
+            raise ModelNotFound(f"Model file {ref} does not exist.")
+        try:
+            pipe = StableDiffusionPipeline.from_single_file(
+                str(path), torch_dtype=dtype, local_files_only=_hub_offline()
+            )
+        except OSError as exc:
+            raise ModelNotFound(
+                f"Could not load checkpoint {ref}: its pipeline configuration comes from the "
+                f"Hugging Face hub, which could not be reached ({_short(exc)}). Run once with "
+                f"internet, or convert it to a diffusers folder and use that."
+            ) from None
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            h.update(fh.read(1 << 20))
+        revision = f"file-{h.hexdigest()[:12]}-{path.stat().st_size}"
+
+    elif _HUB_ID.match(ref) and not ref.startswith((".", "/", "~")):
+        pipe = _load_from_hub(ref, dtype)
+        revision = _cached_revision(ref)
+
+    else:
+        raise ModelNotFound(
+            f"Unknown model {ref!r}: it is not a folder, a .safetensors file or a Hugging Face model id."
+        )
+
+    pipe = pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe, revision
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:160]
+
+
+def _load_from_hub(repo_id: str, dtype: torch.dtype):
+    from diffusers import AutoPipelineForText2Image
+
+    try:
+        return AutoPipelineForText2Image.from_pretrained(
+            repo_id, torch_dtype=dtype, local_files_only=True
+        )
+    except (OSError, ValueError) as cached_exc:
+        log.info("model %s is not in the local cache (%s)", repo_id, _short(cached_exc))
+    if _hub_offline() or not _hub_reachable():
+        why = "HF_HUB_OFFLINE is set" if _hub_offline() else "the hub cannot be reached"
+        raise ModelNotFound(
+            f"Unknown model {repo_id!r}: no such folder or file, not in the Hugging Face cache, "
+            f"and {why}. Download it with internet (huggingface-cli download {repo_id}) or pass "
+            f"a local folder."
+        )
+    try:
+        return AutoPipelineForText2Image.from_pretrained(repo_id, torch_dtype=dtype)
+    except Exception as exc:  # noqa: BLE001 - hub errors come in many types
+        name = type(exc).__name__
+        if "RepositoryNotFound" in name or "404" in str(exc):
+            raise ModelNotFound(
+                f"Unknown model {repo_id!r}: no such model on the Hugging Face hub, and no local "
+                f"folder or file by that name."
+            ) from None
+        raise ModelNotFound(
+            f"Could not download model {repo_id!r} from the Hugging Face hub ({_short(exc)})."
+        ) from None

@@ -1,0 +1,538 @@
+"""Jobs and their images in SQLite: the truth about every request.
+
+The queue is the `jobs` table. Every state change is one short `BEGIN
+IMMEDIATE` transaction, so several processes (the bot, a CLI run, later remote
+workers) can share one database safely:
+
+- `submit` inserts a queued job, refusing it if the user already has too many;
+- `claim` takes the next job in fair order and marks it running under a fresh
+  claim token and a lease;
+- `heartbeat` renews the lease and records progress;
+- `complete` stores the images and marks the job succeeded, but only if the
+  caller still holds the claim: a worker that was presumed dead and whose job
+  was handed to another can never finish it a second time;
+- `requeue_abandoned` puts back jobs whose worker died (its process is gone,
+  or its lease ran out), failing them after too many attempts.
+
+Fairness: each user has a `last_served` turn number. `claim` takes the oldest
+queued job of the user who was served least recently, so a user with fifty
+queued jobs delays a newcomer by at most the one job already running.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+import sqlite_utils
+
+from artbot.errors import QueueFull
+from storage.images import StoredImage
+
+
+class JobStatus(str, enum.Enum):
+    QUEUED = "queued"  # waiting for a worker; also a job put back after its worker died
+    RUNNING = "running"  # claimed by a worker, which holds its claim token and lease
+    SUCCEEDED = "succeeded"  # images stored; final
+    FAILED = "failed"  # `error` says why in words a user can read; final
+    CANCELED = "canceled"  # stopped at the user's request; final
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED)
+
+
+@dataclass
+class ImageRecord:
+    job_id: int
+    idx: int
+    seed: int
+    path: str
+    sha256: str
+    width: int
+    height: int
+
+
+@dataclass
+class Job:
+    id: int
+    user_id: str
+    server_id: str | None
+    channel_id: str | None
+    source: str
+    kind: str
+    generator: str
+    model: str
+    model_revision: str | None
+    params: dict[str, Any]
+    seeds: list[int]
+    batch_key: str
+    status: JobStatus
+    attempts: int
+    claim_token: str | None
+    worker_id: str | None
+    lease_until: float | None
+    cancel_requested: bool
+    progress_step: int | None
+    progress_total: int | None
+    error: str | None
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    run_seconds: float | None
+    parent_id: int | None
+    message_id: str | None
+    interaction_token: str | None = field(default=None, repr=False)
+    interaction_at: float | None = None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> "Job":
+        row = dict(row)
+        row["params"] = json.loads(row["params"])
+        row["seeds"] = json.loads(row["seeds"])
+        row["status"] = JobStatus(row["status"])
+        row["cancel_requested"] = bool(row["cancel_requested"])
+        return cls(**row)
+
+
+def this_worker_id() -> str:
+    """host:pid, so a restarted process can tell its dead predecessor's jobs."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class JobStore:
+    """Synchronous access to the jobs tables. One instance per connection."""
+
+    def __init__(self, db: sqlite_utils.Database):
+        self.db = db
+        self.conn = db.conn
+
+    # -- transactions -------------------------------------------------------
+
+    def _write(self, fn: Callable[[], Any]) -> Any:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn()
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+        return result
+
+    def _one(self, sql: str, params: Sequence[Any] = ()) -> dict[str, Any] | None:
+        cur = self.conn.execute(sql, params)
+        row = cur.fetchone()
+        if row is None:
+            return None
+        return dict(zip([c[0] for c in cur.description], row))
+
+    def _all(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        cur = self.conn.execute(sql, params)
+        cols = [c[0] for c in cur.description]
+        return [dict(zip(cols, row)) for row in cur.fetchall()]
+
+    # -- users and servers --------------------------------------------------
+
+    def _ensure_user(self, user_id: str, name: str | None) -> None:
+        self.conn.execute(
+            "INSERT INTO users (id, name, created_at) VALUES (?, ?, ?) "
+            "ON CONFLICT(id) DO UPDATE SET name = COALESCE(excluded.name, users.name)",
+            (user_id, name, time.time()),
+        )
+
+    def _ensure_server(self, server_id: str | None) -> None:
+        if server_id is not None:
+            self.conn.execute(
+                "INSERT OR IGNORE INTO servers (id, created_at) VALUES (?, ?)",
+                (server_id, time.time()),
+            )
+
+    # -- the queue ----------------------------------------------------------
+
+    def submit(
+        self,
+        *,
+        user_id: str,
+        kind: str,
+        generator: str,
+        model: str,
+        params: dict[str, Any],
+        seeds: list[int],
+        batch_key: str,
+        source: str,
+        max_queued: int,
+        user_name: str | None = None,
+        server_id: str | None = None,
+        channel_id: str | None = None,
+        parent_id: int | None = None,
+        interaction_token: str | None = None,
+        interaction_at: float | None = None,
+    ) -> Job:
+        """Queue a job. Raises QueueFull if the user has `max_queued` unfinished jobs."""
+
+        def txn() -> int:
+            self._ensure_user(user_id, user_name)
+            self._ensure_server(server_id)
+            (pending,) = self.conn.execute(
+                "SELECT COUNT(*) FROM jobs WHERE user_id = ? AND status IN ('queued', 'running')",
+                (user_id,),
+            ).fetchone()
+            if pending >= max_queued:
+                raise QueueFull(
+                    f"You already have {pending} job{'s' if pending != 1 else ''} waiting or "
+                    f"running (the limit is {max_queued}). Try again when one finishes."
+                )
+            cur = self.conn.execute(
+                """INSERT INTO jobs (user_id, server_id, channel_id, source, kind, generator,
+                       model, params, seeds, batch_key, status, created_at, parent_id,
+                       interaction_token, interaction_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?)""",
+                (
+                    user_id, server_id, channel_id, source, kind, generator, model,
+                    json.dumps(params, sort_keys=True), json.dumps(seeds), batch_key,
+                    time.time(), parent_id, interaction_token, interaction_at,
+                ),
+            )
+            return cur.lastrowid
+
+        job_id = self._write(txn)
+        return self.get(job_id)
+
+    def claim(
+        self,
+        worker_id: str,
+        *,
+        lease_s: float,
+        max_jobs: int = 1,
+        generators: Iterable[str] | None = None,
+    ) -> list[Job]:
+        """Take up to `max_jobs` jobs in fair order; all of them share one batch key.
+
+        The first job is the oldest queued job of the least recently served
+        user. Further jobs (for batching) are taken the same way among jobs
+        with the first one's batch key. Returns [] when nothing is queued.
+        """
+        gen_filter = ""
+        gen_params: list[Any] = []
+        if generators is not None:
+            gens = list(generators)
+            gen_filter = f" AND generator IN ({','.join('?' * len(gens))})"
+            gen_params = gens
+
+        def txn() -> list[int]:
+            claimed: list[int] = []
+            batch_key = None
+            while len(claimed) < max_jobs:
+                extra = gen_filter
+                params = list(gen_params)
+                if batch_key is not None:
+                    extra += " AND batch_key = ?"
+                    params.append(batch_key)
+                row = self.conn.execute(
+                    f"""SELECT j.id, j.user_id, j.batch_key FROM jobs j
+                        JOIN (SELECT user_id, MIN(id) AS head FROM jobs
+                              WHERE status = 'queued'{extra} GROUP BY user_id) h ON j.id = h.head
+                        JOIN users u ON u.id = j.user_id
+                        ORDER BY u.last_served, j.id LIMIT 1""",
+                    params,
+                ).fetchone()
+                if row is None:
+                    break
+                job_id, user_id, key = row
+                batch_key = key
+                now = time.time()
+                self.conn.execute(
+                    """UPDATE jobs SET status = 'running', attempts = attempts + 1,
+                           claim_token = ?, worker_id = ?, lease_until = ?, started_at = ?,
+                           progress_step = NULL, progress_total = NULL
+                       WHERE id = ?""",
+                    (uuid.uuid4().hex, worker_id, now + lease_s, now, job_id),
+                )
+                self.conn.execute("UPDATE queue_counter SET turn = turn + 1 WHERE id = 1")
+                self.conn.execute(
+                    "UPDATE users SET last_served = (SELECT turn FROM queue_counter WHERE id = 1) "
+                    "WHERE id = ?",
+                    (user_id,),
+                )
+                claimed.append(job_id)
+            return claimed
+
+        ids = self._write(txn)
+        return [self.get(i) for i in ids]
+
+    def heartbeat(
+        self,
+        job_id: int,
+        claim_token: str,
+        *,
+        lease_s: float,
+        step: int | None = None,
+        total: int | None = None,
+    ) -> tuple[bool, bool]:
+        """Renew the lease and record progress. Returns (still_ours, cancel_requested)."""
+        cur = self.conn.execute(
+            """UPDATE jobs SET lease_until = ?,
+                   progress_step = COALESCE(?, progress_step),
+                   progress_total = COALESCE(?, progress_total)
+               WHERE id = ? AND claim_token = ? AND status = 'running'""",
+            (time.time() + lease_s, step, total, job_id, claim_token),
+        )
+        if cur.rowcount == 0:
+            return False, False
+        (cancel,) = self.conn.execute(
+            "SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,)
+        ).fetchone()
+        return True, bool(cancel)
+
+    def complete(
+        self,
+        job_id: int,
+        claim_token: str,
+        images: Sequence[tuple[int, StoredImage]],
+        *,
+        model_revision: str | None,
+        run_seconds: float,
+        params_update: dict[str, Any] | None = None,
+    ) -> bool:
+        """Store the images (seed, stored image) and mark the job succeeded.
+
+        Returns False, changing nothing, if the caller no longer holds the claim.
+        """
+
+        def txn() -> bool:
+            row = self.conn.execute(
+                "SELECT params FROM jobs WHERE id = ? AND claim_token = ? AND status = 'running'",
+                (job_id, claim_token),
+            ).fetchone()
+            if row is None:
+                return False
+            params = json.loads(row[0])
+            if params_update:
+                params.update(params_update)
+            now = time.time()
+            for idx, (seed, image) in enumerate(images):
+                self.conn.execute(
+                    """INSERT INTO images (job_id, idx, seed, path, sha256, width, height, created_at)
+                       VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+                    (job_id, idx, seed, image.path, image.sha256, image.width, image.height, now),
+                )
+            self.conn.execute(
+                """UPDATE jobs SET status = 'succeeded', finished_at = ?, run_seconds = ?,
+                       model_revision = ?, seeds = ?, params = ?, error = NULL,
+                       claim_token = NULL, lease_until = NULL,
+                       progress_step = progress_total
+                   WHERE id = ?""",
+                (
+                    now, run_seconds, model_revision,
+                    json.dumps([seed for seed, _ in images]), json.dumps(params, sort_keys=True),
+                    job_id,
+                ),
+            )
+            return True
+
+        return self._write(txn)
+
+    def finish_unsuccessfully(
+        self, job_id: int, claim_token: str, status: JobStatus, error: str
+    ) -> bool:
+        """Mark a running job failed or canceled, if the caller holds its claim."""
+        assert status in (JobStatus.FAILED, JobStatus.CANCELED)
+        cur = self._write(
+            lambda: self.conn.execute(
+                """UPDATE jobs SET status = ?, error = ?, finished_at = ?,
+                       claim_token = NULL, lease_until = NULL
+                   WHERE id = ? AND claim_token = ? AND status = 'running'""",
+                (status.value, error, time.time(), job_id, claim_token),
+            )
+        )
+        return cur.rowcount == 1
+
+    def requeue(self, job_id: int, claim_token: str) -> bool:
+        """Give a running job back to the queue (a worker shutting down cleanly)."""
+        cur = self._write(
+            lambda: self.conn.execute(
+                """UPDATE jobs SET status = 'queued', claim_token = NULL, worker_id = NULL,
+                       lease_until = NULL, attempts = MAX(attempts - 1, 0),
+                       progress_step = NULL, progress_total = NULL
+                   WHERE id = ? AND claim_token = ? AND status = 'running'""",
+                (job_id, claim_token),
+            )
+        )
+        return cur.rowcount == 1
+
+    def cancel(self, job_id: int) -> JobStatus | None:
+        """Cancel a queued job at once; ask a running one to stop. Returns its status now."""
+
+        def txn() -> JobStatus | None:
+            row = self.conn.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                return None
+            status = JobStatus(row[0])
+            if status is JobStatus.QUEUED:
+                self.conn.execute(
+                    "UPDATE jobs SET status = 'canceled', error = 'Canceled before it started.', "
+                    "finished_at = ? WHERE id = ?",
+                    (time.time(), job_id),
+                )
+                return JobStatus.CANCELED
+            if status is JobStatus.RUNNING:
+                self.conn.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
+            return status
+
+        return self._write(txn)
+
+    def requeue_abandoned(
+        self,
+        *,
+        max_attempts: int,
+        held_tokens: Iterable[str] = (),
+        now: float | None = None,
+    ) -> list[int]:
+        """Put back running jobs whose worker is gone. Returns the ids touched.
+
+        A worker on this host is gone when its process no longer exists (or is
+        this very process, which has only just started); any worker is gone
+        when its lease has run out. A job that has already been attempted
+        `max_attempts` times is failed instead of retried. Jobs whose claim
+        token is in `held_tokens` (this process's own running jobs) are left
+        alone.
+        """
+        now = time.time() if now is None else now
+        held = set(held_tokens)
+        host = socket.gethostname()
+
+        def txn() -> list[int]:
+            touched = []
+            for job_id, token, worker_id, lease_until, attempts in self.conn.execute(
+                "SELECT id, claim_token, worker_id, lease_until, attempts FROM jobs "
+                "WHERE status = 'running'"
+            ).fetchall():
+                if token in held:
+                    continue
+                dead = lease_until is not None and lease_until < now
+                w_host, _, w_pid = (worker_id or "").rpartition(":")
+                if not dead and w_host == host and w_pid.isdigit():
+                    pid = int(w_pid)
+                    dead = pid == os.getpid() or not _pid_alive(pid)
+                if not dead:
+                    continue
+                if attempts >= max_attempts:
+                    self.conn.execute(
+                        """UPDATE jobs SET status = 'failed', finished_at = ?, claim_token = NULL,
+                               lease_until = NULL,
+                               error = ? WHERE id = ?""",
+                        (
+                            now,
+                            f"The worker stopped while running this job {attempts} times; "
+                            "giving up on it.",
+                            job_id,
+                        ),
+                    )
+                else:
+                    self.conn.execute(
+                        """UPDATE jobs SET status = 'queued', claim_token = NULL, worker_id = NULL,
+                               lease_until = NULL, progress_step = NULL, progress_total = NULL
+                           WHERE id = ?""",
+                        (job_id,),
+                    )
+                touched.append(job_id)
+            return touched
+
+        return self._write(txn)
+
+    # -- reading ------------------------------------------------------------
+
+    def get(self, job_id: int) -> Job | None:
+        row = self._one("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        return Job.from_row(row) if row else None
+
+    def images(self, job_id: int) -> list[ImageRecord]:
+        return [
+            ImageRecord(**r)
+            for r in self._all(
+                "SELECT job_id, idx, seed, path, sha256, width, height FROM images "
+                "WHERE job_id = ? ORDER BY idx",
+                (job_id,),
+            )
+        ]
+
+    def positions(self) -> dict[int, int]:
+        """Queue position (1 = next) of every queued job, in the order `claim` will take them."""
+        rows = self.conn.execute(
+            """SELECT j.id, j.user_id, u.last_served FROM jobs j JOIN users u ON u.id = j.user_id
+               WHERE j.status = 'queued' ORDER BY j.id"""
+        ).fetchall()
+        per_user: dict[str, list[int]] = {}
+        served: dict[str, int] = {}
+        for job_id, user_id, last_served in rows:
+            per_user.setdefault(user_id, []).append(job_id)
+            served[user_id] = last_served
+        # Users take turns in order of when they were last served (ties: oldest head first).
+        order = sorted(per_user, key=lambda u: (served[u], per_user[u][0]))
+        positions: dict[int, int] = {}
+        n = 0
+        depth = 0
+        while len(positions) < len(rows):
+            for user in order:
+                jobs = per_user[user]
+                if depth < len(jobs):
+                    n += 1
+                    positions[jobs[depth]] = n
+            depth += 1
+        return positions
+
+    def list_jobs(
+        self,
+        *,
+        statuses: Iterable[JobStatus] | None = None,
+        user_id: str | None = None,
+        server_id: str | None = None,
+        limit: int = 20,
+        newest_first: bool = True,
+    ) -> list[Job]:
+        where, params = [], []
+        if statuses is not None:
+            sts = [JobStatus(s).value for s in statuses]
+            where.append(f"status IN ({','.join('?' * len(sts))})")
+            params.extend(sts)
+        if user_id is not None:
+            where.append("user_id = ?")
+            params.append(user_id)
+        if server_id is not None:
+            where.append("server_id = ?")
+            params.append(server_id)
+        sql = "SELECT * FROM jobs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += f" ORDER BY id {'DESC' if newest_first else 'ASC'} LIMIT ?"
+        params.append(limit)
+        return [Job.from_row(r) for r in self._all(sql, params)]
+
+    def set_message(self, job_id: int, message_id: str | None) -> None:
+        self._write(
+            lambda: self.conn.execute(
+                "UPDATE jobs SET message_id = ? WHERE id = ?", (message_id, job_id)
+            )
+        )
+
+    def job_for_message(self, message_id: str) -> Job | None:
+        row = self._one("SELECT * FROM jobs WHERE message_id = ? ORDER BY id DESC", (message_id,))
+        return Job.from_row(row) if row else None

@@ -1,0 +1,156 @@
+"""Numbered schema migrations, recorded in the `_migrations` table.
+
+Each migration is a function that takes a sqlite-utils `Database`. They run in
+order, each inside its own transaction, and each is recorded once applied, so
+opening an old database brings it up to date and opening a current one does
+nothing. Never edit a migration that has shipped: add the next number.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from typing import Callable
+
+import sqlite_utils
+
+MIGRATIONS: list[tuple[int, str, Callable[[sqlite_utils.Database], None]]] = []
+
+
+def migration(number: int, name: str):
+    def register(fn):
+        MIGRATIONS.append((number, name, fn))
+        return fn
+
+    return register
+
+
+@migration(1, "initial schema")
+def _initial(db: sqlite_utils.Database) -> None:
+    _run_script(
+        db,
+        """
+        CREATE TABLE users (
+            id TEXT PRIMARY KEY,            -- Discord user id, or 'local:<name>' for the CLI
+            name TEXT,
+            created_at REAL NOT NULL,
+            last_served INTEGER NOT NULL DEFAULT 0  -- scheduler turn counter (fairness)
+        );
+        CREATE TABLE servers (
+            id TEXT PRIMARY KEY,            -- Discord guild id
+            name TEXT,
+            created_at REAL NOT NULL
+        );
+        CREATE TABLE server_settings (
+            server_id TEXT NOT NULL REFERENCES servers(id),
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,            -- JSON
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (server_id, key)
+        );
+        CREATE TABLE jobs (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            user_id TEXT NOT NULL REFERENCES users(id),
+            server_id TEXT REFERENCES servers(id),
+            channel_id TEXT,
+            source TEXT NOT NULL,           -- 'cli' or 'discord'
+            kind TEXT NOT NULL,             -- 'draw', 'vary' or 'stylize'
+            generator TEXT NOT NULL,        -- family: 'diffusion', 'gan', 'vae', 'style'
+            model TEXT NOT NULL,            -- the model reference as resolved
+            model_revision TEXT,            -- hub commit or local fingerprint, set when run
+            params TEXT NOT NULL,           -- JSON: every parameter of the request
+            seeds TEXT NOT NULL,            -- JSON list: the seed of each image
+            batch_key TEXT NOT NULL,        -- jobs with equal keys can run as one batch
+            status TEXT NOT NULL,           -- see worker.jobs.JobStatus
+            attempts INTEGER NOT NULL DEFAULT 0,
+            claim_token TEXT,               -- the attempt that may finish the job
+            worker_id TEXT,                 -- host:pid of the worker running it
+            lease_until REAL,               -- a running job unheard of past this is abandoned
+            cancel_requested INTEGER NOT NULL DEFAULT 0,
+            progress_step INTEGER,
+            progress_total INTEGER,
+            error TEXT,                     -- short, user-readable
+            created_at REAL NOT NULL,
+            started_at REAL,
+            finished_at REAL,
+            run_seconds REAL,               -- generation time of the successful attempt
+            parent_id INTEGER REFERENCES jobs(id),
+            message_id TEXT,                -- the Discord message showing this job
+            interaction_token TEXT,         -- to edit the deferred reply (expires in 15 min)
+            interaction_at REAL
+        );
+        CREATE INDEX jobs_queue ON jobs(status, user_id, id);
+        CREATE INDEX jobs_user ON jobs(user_id, id);
+        CREATE INDEX jobs_message ON jobs(message_id);
+        CREATE TABLE images (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            job_id INTEGER NOT NULL REFERENCES jobs(id),
+            idx INTEGER NOT NULL,           -- position in the job's batch, from 0
+            seed INTEGER NOT NULL,
+            path TEXT NOT NULL,             -- relative to the image store root
+            sha256 TEXT NOT NULL,
+            width INTEGER NOT NULL,
+            height INTEGER NOT NULL,
+            created_at REAL NOT NULL,
+            UNIQUE (job_id, idx)
+        );
+        CREATE INDEX images_sha ON images(sha256);
+        CREATE TABLE queue_counter (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            turn INTEGER NOT NULL
+        );
+        INSERT INTO queue_counter (id, turn) VALUES (1, 0);
+        """
+    )
+
+
+def _run_script(db: sqlite_utils.Database, script: str) -> None:
+    """Run several statements inside the caller's transaction.
+
+    (sqlite3's executescript() would commit first, which breaks the
+    one-transaction-per-migration rule.)
+    """
+    statement = ""
+    for line in script.splitlines(keepends=True):
+        statement += line
+        if sqlite3.complete_statement(statement):
+            db.conn.execute(statement)
+            statement = ""
+    if statement.strip():
+        raise ValueError(f"incomplete SQL statement in migration: {statement!r}")
+
+
+def applied(db: sqlite_utils.Database) -> list[int]:
+    if "_migrations" not in db.table_names():
+        return []
+    return [row[0] for row in db.execute("SELECT id FROM _migrations ORDER BY id")]
+
+
+def migrate(db: sqlite_utils.Database) -> list[int]:
+    """Apply every migration not yet recorded; return the numbers applied."""
+    conn = db.conn
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS _migrations (id INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+    )
+    done = set(applied(db))
+    ran = []
+    for number, name, fn in sorted(MIGRATIONS, key=lambda m: m[0]):
+        if number in done:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Another process may have migrated while we waited for the lock.
+            if conn.execute("SELECT 1 FROM _migrations WHERE id = ?", (number,)).fetchone():
+                conn.execute("COMMIT")
+                continue
+            fn(db)
+            conn.execute(
+                "INSERT INTO _migrations (id, name, applied_at) VALUES (?, ?, ?)",
+                (number, name, time.time()),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        ran.append(number)
+    return ran

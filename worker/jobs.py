@@ -1,0 +1,246 @@
+"""What a request means: validated options turned into a job for the queue.
+
+The CLI and the bot call these functions with what the user typed; they check
+every option, pick seeds and defaults, and return a `JobSpec` ready for
+`JobQueue.submit`. A bad option raises `InvalidRequest` with a message for the
+user, before anything is recorded. Nothing here imports torch or discord.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from artbot.config import Settings
+from artbot.errors import InvalidRequest
+from storage.jobs import Job, JobStatus  # noqa: F401  (re-exported for callers)
+
+SEED_LIMIT = 2**32  # seeds are 0 .. 2**32 - 1
+DEFAULT_STEPS = 30
+DEFAULT_GUIDANCE = 7.5
+DEFAULT_SIZE = (512, 512)
+DEFAULT_STRENGTH = 0.6
+# Largest input image accepted, in pixels (an 8000 x 8000 photo is 64 Mpx).
+MAX_INPUT_PIXELS = 64_000_000
+MAX_PROMPT_CHARS = 1000
+
+
+@dataclass
+class JobSpec:
+    """Everything needed to queue a job and to make its images again."""
+
+    kind: str  # 'draw' | 'vary' | 'stylize'
+    generator: str  # family
+    model: str
+    params: dict[str, Any]
+    seeds: list[int]
+    parent_id: int | None = None
+
+    @property
+    def batch_key(self) -> str:
+        """Jobs with the same key can share one batched forward pass."""
+        p = self.params
+        key = {
+            "kind": self.kind,
+            "generator": self.generator,
+            "model": self.model,
+            "size": [p.get("width"), p.get("height")],
+            "steps": p.get("steps"),
+            "guidance": p.get("guidance"),
+            "strength": p.get("strength"),
+        }
+        return json.dumps(key, sort_keys=True)
+
+
+def parse_size(text: str | None, settings: Settings) -> tuple[int, int]:
+    """'512x768' -> (512, 768), checking the limits Stable Diffusion needs."""
+    if text is None or not str(text).strip():
+        return DEFAULT_SIZE
+    m = re.fullmatch(r"\s*(\d{1,5})\s*[xX×*]\s*(\d{1,5})\s*", str(text))
+    if not m:
+        raise InvalidRequest(f"Size {text!r} is not WIDTHxHEIGHT, for example 512x512.")
+    width, height = int(m.group(1)), int(m.group(2))
+    check_size(width, height, settings)
+    return width, height
+
+
+def check_size(width: int, height: int, settings: Settings) -> None:
+    if width % 8 or height % 8:
+        raise InvalidRequest(
+            f"Size {width}x{height} is not a multiple of 8 in both directions "
+            f"(try {max(8, width // 8 * 8)}x{max(8, height // 8 * 8)})."
+        )
+    if not (8 <= width <= settings.max_size and 8 <= height <= settings.max_size):
+        raise InvalidRequest(
+            f"Size {width}x{height} is outside 8..{settings.max_size} pixels per side."
+        )
+
+
+def pick_seeds(seed: int | None, count: int) -> list[int]:
+    """One seed per image: `seed`, `seed + 1`, ... or random ones."""
+    if seed is None:
+        seed = secrets.randbelow(SEED_LIMIT)
+    if not 0 <= seed < SEED_LIMIT:
+        raise InvalidRequest(f"Seed {seed} is outside 0..{SEED_LIMIT - 1}.")
+    return [(seed + i) % SEED_LIMIT for i in range(count)]
+
+
+def _check_common(
+    settings: Settings, *, prompt: str, steps: int, guidance: float, count: int
+) -> None:
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise InvalidRequest(f"The prompt is longer than {MAX_PROMPT_CHARS} characters.")
+    if not 1 <= steps <= settings.max_steps:
+        raise InvalidRequest(f"Steps must be between 1 and {settings.max_steps}, not {steps}.")
+    if not 0.0 <= guidance <= 30.0:
+        raise InvalidRequest(f"Guidance must be between 0 and 30, not {guidance}.")
+    if not 1 <= count <= settings.max_count:
+        raise InvalidRequest(f"Count must be between 1 and {settings.max_count}, not {count}.")
+
+
+def build_draw(
+    settings: Settings,
+    *,
+    prompt: str,
+    negative_prompt: str = "",
+    model: str | None = None,
+    seed: int | None = None,
+    steps: int | None = None,
+    guidance: float | None = None,
+    size: str | None = None,
+    count: int = 1,
+    generator: str = "diffusion",
+    parent_id: int | None = None,
+) -> JobSpec:
+    prompt = (prompt or "").strip()
+    if not prompt:
+        raise InvalidRequest("The prompt is empty: say what to draw.")
+    steps = DEFAULT_STEPS if steps is None else int(steps)
+    guidance = DEFAULT_GUIDANCE if guidance is None else float(guidance)
+    _check_common(settings, prompt=prompt, steps=steps, guidance=guidance, count=count)
+    width, height = parse_size(size, settings)
+    seeds = pick_seeds(seed, count)
+    return JobSpec(
+        kind="draw",
+        generator=generator,
+        model=settings.resolve_model(model),
+        params={
+            "prompt": prompt,
+            "negative_prompt": (negative_prompt or "").strip(),
+            "width": width,
+            "height": height,
+            "steps": steps,
+            "guidance": guidance,
+            "count": count,
+            "seed": seeds[0],
+        },
+        seeds=seeds,
+        parent_id=parent_id,
+    )
+
+
+def build_vary(
+    settings: Settings,
+    *,
+    init_image_sha: str,
+    init_size: tuple[int, int],
+    prompt: str = "",
+    negative_prompt: str = "",
+    model: str | None = None,
+    strength: float | None = None,
+    seed: int | None = None,
+    steps: int | None = None,
+    guidance: float | None = None,
+    count: int = 1,
+    generator: str = "diffusion",
+    parent_id: int | None = None,
+) -> JobSpec:
+    """A variation of a stored image. The output has the input's size, rounded
+    down to a multiple of 8 and scaled down to fit `settings.max_size`."""
+    strength = DEFAULT_STRENGTH if strength is None else float(strength)
+    if not 0.0 < strength <= 1.0:
+        raise InvalidRequest(f"Strength must be above 0 and at most 1, not {strength}.")
+    steps = DEFAULT_STEPS if steps is None else int(steps)
+    guidance = DEFAULT_GUIDANCE if guidance is None else float(guidance)
+    prompt = (prompt or "").strip()
+    _check_common(settings, prompt=prompt, steps=steps, guidance=guidance, count=count)
+    if int(steps * strength) < 1:
+        raise InvalidRequest(
+            f"With strength {strength}, {steps} steps run no denoising step at all; "
+            f"raise the strength or the steps."
+        )
+    width, height = fit_size(*init_size, settings.max_size)
+    seeds = pick_seeds(seed, count)
+    return JobSpec(
+        kind="vary",
+        generator=generator,
+        model=settings.resolve_model(model),
+        params={
+            "prompt": prompt,
+            "negative_prompt": (negative_prompt or "").strip(),
+            "width": width,
+            "height": height,
+            "steps": steps,
+            "guidance": guidance,
+            "count": count,
+            "seed": seeds[0],
+            "strength": strength,
+            "init_image": init_image_sha,
+        },
+        seeds=seeds,
+        parent_id=parent_id,
+    )
+
+
+def fit_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """Scale (width, height) down to fit max_side, then round down to multiples of 8."""
+    scale = min(1.0, max_side / max(width, height))
+    w = max(8, int(width * scale) // 8 * 8)
+    h = max(8, int(height * scale) // 8 * 8)
+    return w, h
+
+
+def read_input_image(data: bytes, *, name: str = "the file") -> Image.Image:
+    """Decode an uploaded or given image as RGB, upright, transparency on white.
+
+    Raises InvalidRequest, with a message for the user, for anything that is
+    not an image or is too large to process.
+    """
+    if not data:
+        raise InvalidRequest(f"{name} is empty, not an image.")
+    try:
+        with Image.open(io.BytesIO(data)) as probe:
+            width, height = probe.size
+            if width * height > MAX_INPUT_PIXELS:
+                raise InvalidRequest(
+                    f"{name} is {width}x{height}, larger than the {MAX_INPUT_PIXELS // 1_000_000} "
+                    f"megapixels accepted."
+                )
+            probe.verify()
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    except InvalidRequest:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        raise InvalidRequest(f"{name} is not an image that can be read (PNG, JPEG, WebP, GIF...).") from None
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return image.convert("RGB")
+
+
+@dataclass
+class JobView:
+    """A job and its images, as the CLI and the bot show it."""
+
+    job: Job
+    images: list = field(default_factory=list)
+    position: int | None = None

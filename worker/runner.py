@@ -1,0 +1,305 @@
+"""The worker: owns the device, keeps models loaded, runs jobs one at a time.
+
+    worker = Worker(queue, ImageStore(settings.image_dir), settings)
+    await worker.run()              # until stop() is called
+    await worker.run(burst=True)    # drain the queue, then return (CLI, tests)
+
+Life of a job here: claim it (fair order, under a lease) → load its model, or
+reuse the loaded one → run the generator on the device thread, reporting
+progress (step k of n) and checking for cancel and the time limit at every
+step → store the images in the content-addressed store → mark the job
+succeeded, failed or canceled, in one transaction that only the claim holder
+can make. If the process dies instead, the job stays `running` under a dead
+worker id; the next worker to start (or any worker, once the lease runs out)
+puts it back on the queue, so every job finishes exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from artbot.config import Settings
+from artbot.errors import UserError
+from generators.base import GenerationRequest, GenerationResult, Generator, Task
+from storage.images import ImageStore, StoredImage
+from storage.jobs import Job, JobStatus, this_worker_id
+from worker.queue import JobEvent, JobQueue
+
+log = logging.getLogger(__name__)
+
+# (family, model, device, dtype) -> Generator
+GeneratorLoader = Callable[[str, str, Any, Any], Generator]
+
+
+class JobCanceled(Exception):
+    """Raised inside the generator's progress callback to stop a canceled job."""
+
+
+class JobTimedOut(Exception):
+    """Raised inside the generator's progress callback when the time limit passes."""
+
+
+@dataclass
+class _Running:
+    job: Job
+    deadline: float
+    cancel: threading.Event = field(default_factory=threading.Event)
+    step: int | None = None
+    total: int | None = None
+
+
+def _default_loader(family: str, model: str, device, dtype) -> Generator:
+    from generators.registry import load_generator
+
+    return load_generator(family, model, device, dtype)
+
+
+class Worker:
+    def __init__(
+        self,
+        queue: JobQueue,
+        images: ImageStore,
+        settings: Settings,
+        *,
+        loader: GeneratorLoader | None = None,
+        worker_id: str | None = None,
+        heartbeat_s: float = 0.5,
+        idle_poll_s: float = 1.0,
+    ):
+        self.queue = queue
+        self.images = images
+        self.settings = settings
+        self.loader = loader or _default_loader
+        self.worker_id = worker_id or this_worker_id()
+        self.heartbeat_s = heartbeat_s
+        self.idle_poll_s = idle_poll_s
+        # One thread owns the device: model loading and generation run there, in order.
+        self._device_thread = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="artbot-device"
+        )
+        self._models: collections.OrderedDict[tuple[str, str], Generator] = collections.OrderedDict()
+        self._running: dict[int, _Running] = {}
+        self._stopping = asyncio.Event()
+        self._device = None
+        self._dtype = None
+
+    # -- device and models ------------------------------------------------------
+
+    def _device_and_dtype(self):
+        if self._device is None:
+            from generators.device import pick_device, pick_dtype
+
+            self._device = pick_device(self.settings.device)
+            self._dtype = pick_dtype(self.settings.dtype, self._device)
+            log.info("worker %s uses %s (%s)", self.worker_id, self._device, self._dtype)
+        return self._device, self._dtype
+
+    def _generator_for(self, family: str, model: str) -> Generator:
+        """The loaded generator for (family, model), loading it if needed (device thread)."""
+        key = (family, model)
+        gen = self._models.get(key)
+        if gen is not None:
+            self._models.move_to_end(key)
+            return gen
+        while len(self._models) >= max(1, self.settings.max_loaded_models):
+            old_key, _ = self._models.popitem(last=False)
+            log.info("unloading model %s to make room", old_key[1])
+            self._free_device_memory()
+        device, dtype = self._device_and_dtype()
+        started = time.monotonic()
+        gen = self.loader(family, model, device, dtype)
+        log.info("loaded %s model %s in %.1fs", family, model, time.monotonic() - started)
+        self._models[key] = gen
+        return gen
+
+    def _free_device_memory(self) -> None:
+        import gc
+
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:  # pragma: no cover
+            pass
+
+    # -- the loop -------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the loop to stop after the current job (see also `shutdown`)."""
+        self._stopping.set()
+
+    async def run(self, *, burst: bool = False) -> int:
+        """Run jobs until `stop()` (or, with burst, until the queue is empty). Returns jobs run."""
+        done = 0
+        await self.queue.requeue_abandoned(max_attempts=self.settings.max_attempts)
+        last_sweep = time.monotonic()
+        while not self._stopping.is_set():
+            jobs = await self.queue.claim(self.worker_id, lease_s=self.settings.lease_s)
+            if not jobs:
+                if burst:
+                    break
+                await self.queue.wait_for_work(self.idle_poll_s)
+                if time.monotonic() - last_sweep > self.settings.lease_s / 2:
+                    await self.queue.requeue_abandoned(
+                        max_attempts=self.settings.max_attempts,
+                        held_tokens=[r.job.claim_token for r in self._running.values()],
+                    )
+                    last_sweep = time.monotonic()
+                continue
+            for job in jobs:
+                await self.run_job(job)
+                done += 1
+        return done
+
+    async def shutdown(self) -> None:
+        """Stop: jobs still running are put back on the queue for the next start."""
+        self.stop()
+        for running in list(self._running.values()):
+            running.cancel.set()
+            await self.queue.requeue(running.job)
+        self._device_thread.shutdown(wait=False, cancel_futures=True)
+
+    def cancel_local(self, job_id: int) -> bool:
+        """Stop a job running here at its next step (the database flag does the same, slower)."""
+        running = self._running.get(job_id)
+        if running is None:
+            return False
+        running.cancel.set()
+        return True
+
+    # -- one job --------------------------------------------------------------
+
+    async def run_job(self, job: Job) -> JobStatus:
+        loop = asyncio.get_running_loop()
+        running = _Running(job=job, deadline=time.monotonic() + self.settings.job_timeout_s)
+        self._running[job.id] = running
+        beat = asyncio.create_task(self._heartbeat(running))
+
+        def progress(step: int, total: int) -> None:  # on the device thread
+            if running.cancel.is_set():
+                raise JobCanceled()
+            if time.monotonic() > running.deadline:
+                raise JobTimedOut()
+            running.step, running.total = step, total
+            loop.call_soon_threadsafe(
+                self.queue.publish, JobEvent(job.id, "progress", step=step, total=total)
+            )
+
+        started = time.monotonic()
+        status: JobStatus
+        try:
+            request = self._request_for(job)
+            result, revision, stored = await loop.run_in_executor(
+                self._device_thread, self._generate, job, request, progress
+            )
+            if running.cancel.is_set() and self._stopping.is_set():
+                return JobStatus.QUEUED  # shutdown put it back; its result is dropped
+            await self.queue.complete(
+                job,
+                list(zip(result.seeds, stored)),
+                model_revision=revision,
+                run_seconds=time.monotonic() - started,
+                params_update=result.params or None,
+            )
+            status = JobStatus.SUCCEEDED
+        except JobCanceled:
+            if self._stopping.is_set():
+                return JobStatus.QUEUED
+            await self.queue.finish_unsuccessfully(job, JobStatus.CANCELED, "Canceled.")
+            status = JobStatus.CANCELED
+        except JobTimedOut:
+            limit = int(self.settings.job_timeout_s)
+            await self.queue.finish_unsuccessfully(
+                job, JobStatus.FAILED, f"Stopped: it ran longer than the {limit} s time limit."
+            )
+            status = JobStatus.FAILED
+        except UserError as exc:
+            await self.queue.finish_unsuccessfully(job, JobStatus.FAILED, exc.message)
+            status = JobStatus.FAILED
+        except Exception:
+            log.exception("job %d failed with an internal error", job.id)
+            await self.queue.finish_unsuccessfully(
+                job,
+                JobStatus.FAILED,
+                f"Something went wrong on our side (job {job.id}); the operator's log has the details.",
+            )
+            status = JobStatus.FAILED
+        finally:
+            beat.cancel()
+            self._running.pop(job.id, None)
+        return status
+
+    async def _heartbeat(self, running: _Running) -> None:
+        """Renew the lease, save progress, and pick up cancel requests from the database."""
+        try:
+            while True:
+                await asyncio.sleep(self.heartbeat_s)
+                ours, cancel = await self.queue.heartbeat(
+                    running.job, lease_s=self.settings.lease_s, step=running.step, total=running.total
+                )
+                if cancel or not ours:
+                    running.cancel.set()
+        except asyncio.CancelledError:
+            pass
+
+    def _request_for(self, job: Job) -> GenerationRequest:
+        p = job.params
+        init = None
+        if p.get("init_image"):
+            init = self.images.open(str(self.images.by_sha(p["init_image"]).relative_to(self.images.root)))
+        style = None
+        if p.get("style_image"):
+            style = self.images.open(str(self.images.by_sha(p["style_image"]).relative_to(self.images.root)))
+        return GenerationRequest(
+            task=Task(job.kind),
+            seeds=list(job.seeds),
+            prompt=p.get("prompt", ""),
+            negative_prompt=p.get("negative_prompt", ""),
+            width=int(p.get("width", 512)),
+            height=int(p.get("height", 512)),
+            steps=int(p.get("steps", 30)),
+            guidance=float(p.get("guidance", 7.5)),
+            init_image=init,
+            strength=float(p.get("strength", 0.6)),
+            style_image=style,
+            options=dict(p.get("options", {})),
+        )
+
+    def _generate(
+        self, job: Job, request: GenerationRequest, progress
+    ) -> tuple[GenerationResult, str | None, list[StoredImage]]:
+        """Device thread: load, generate, and write the PNGs to the store."""
+        generator = self._generator_for(job.generator, job.model)
+        progress(0, request.steps)
+        result = generator.generate(request, progress)
+        if len(result.images) != len(result.seeds):
+            raise RuntimeError(
+                f"generator returned {len(result.images)} images for {len(result.seeds)} seeds"
+            )
+        stored = []
+        for seed, image in zip(result.seeds, result.images):
+            stored.append(self.images.put_image(image, text=_png_text(job, seed)))
+        return result, generator.model_revision, stored
+
+
+def _png_text(job: Job, seed: int) -> dict[str, str]:
+    """Parameters written into each PNG, so a file alone says how it was made."""
+    p = job.params
+    parts = [
+        p.get("prompt", ""),
+        f"Negative prompt: {p['negative_prompt']}" if p.get("negative_prompt") else "",
+        f"Steps: {p.get('steps')}, Guidance: {p.get('guidance')}, Seed: {seed}, "
+        f"Size: {p.get('width')}x{p.get('height')}, Model: {job.model}, "
+        f"Generator: {job.generator}, Task: {job.kind}"
+        + (f", Strength: {p['strength']}" if "strength" in p else ""),
+    ]
+    return {"parameters": "\n".join(x for x in parts if x), "Software": "artbot"}
