@@ -1,0 +1,146 @@
+"""Engine benchmarks, measured in one run on this machine.
+
+1. Engine overhead: the time of a job through artbot (submit → fair claim →
+   generate with the loaded model → PNGs into the store → complete) over the
+   time of the same plain diffusers call, on the tiny random-weight pipeline.
+   Runs alternate (plain, engine, plain, engine...) so that machine noise hits
+   both alike; the ratio of medians is reported.
+2. Queue throughput: jobs per second through the same queue and worker with a
+   generator that does no work (one 8x8 image per job).
+
+    .venv/bin/python benchmarks/bench_engine.py [--rounds N] [--jobs N] [--size 64] [--steps 20]
+
+Prints a Markdown table to paste into docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from artbot.config import Settings  # noqa: E402
+from generators.base import GenerationResult, Generator  # noqa: E402
+from generators.diffusion.tiny import build_tiny_pipeline  # noqa: E402
+from storage.images import ImageStore  # noqa: E402
+from worker.jobs import build_draw  # noqa: E402
+from worker.queue import LocalJobQueue  # noqa: E402
+from worker.runner import Worker  # noqa: E402
+
+
+def machine() -> str:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (f"{cpu}, {os.cpu_count()} cores, {gpu}; Python {platform.python_version()}, "
+            f"torch {torch.__version__}, {torch.get_num_threads()} torch threads")
+
+
+class NoWork(Generator):
+    family = "nowork"
+    image = Image.new("RGB", (8, 8), (10, 20, 30))
+
+    def draw(self, request, progress):
+        return GenerationResult(images=[self.image] * request.count, seeds=list(request.seeds))
+
+
+async def engine_overhead(model_dir: Path, data: Path, rounds: int, size: int, steps: int):
+    settings = Settings(data_dir=data / "engine", device="cpu", max_queued_per_user=10_000)
+    queue = await LocalJobQueue(settings.db_path).open()
+    worker = Worker(queue, ImageStore(settings.image_dir), settings)
+    spec_args = dict(prompt="a red fox", model=str(model_dir), size=f"{size}x{size}", steps=steps)
+
+    # Warm up: load the model into the worker, and get the same pipeline for plain calls.
+    job = await queue.submit(build_draw(settings, seed=0, **spec_args), user_id="bench",
+                             source="cli", max_queued=10_000)
+    await worker.run(burst=True)
+    pipe = worker._models[("diffusion", str(model_dir))].pipe
+
+    def plain(seed: int):
+        with torch.inference_mode():
+            return pipe(prompt=["a red fox"], width=size, height=size, num_inference_steps=steps,
+                        guidance_scale=7.5,
+                        generator=[torch.Generator("cpu").manual_seed(seed)]).images
+
+    plain(0)
+    plain_t, engine_t = [], []
+    for i in range(rounds):
+        t = time.perf_counter()
+        plain(i + 1)
+        plain_t.append(time.perf_counter() - t)
+
+        t = time.perf_counter()
+        job = await queue.submit(build_draw(settings, seed=i + 1, **spec_args), user_id="bench",
+                                 source="cli", max_queued=10_000)
+        await worker.run(burst=True)
+        engine_t.append(time.perf_counter() - t)
+        assert (await queue.get(job.id)).status.value == "succeeded"
+    await queue.close()
+    return statistics.median(plain_t), statistics.median(engine_t)
+
+
+async def throughput(data: Path, n_jobs: int):
+    settings = Settings(data_dir=data / "queue", device="cpu", max_queued_per_user=n_jobs + 1)
+    queue = await LocalJobQueue(settings.db_path).open()
+    gen = NoWork()
+    worker = Worker(queue, ImageStore(settings.image_dir), settings,
+                    loader=lambda family, model, device, dtype: gen)
+    spec = build_draw(settings, prompt="nothing", model="nowork", size="8x8", steps=1, seed=1)
+    spec.generator = "nowork"
+    users = [f"user{i}" for i in range(10)]
+    t0 = time.perf_counter()
+    for i in range(n_jobs):
+        await queue.submit(spec, user_id=users[i % len(users)], source="cli", max_queued=n_jobs + 1)
+    t1 = time.perf_counter()
+    ran = await worker.run(burst=True)
+    t2 = time.perf_counter()
+    assert ran == n_jobs
+    await queue.close()
+    return n_jobs / (t1 - t0), n_jobs / (t2 - t1), n_jobs / (t2 - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--jobs", type=int, default=2000)
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--steps", type=int, default=20)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        model = build_tiny_pipeline(tmp / "tiny-sd")
+        plain_s, engine_s = asyncio.run(engine_overhead(model, tmp, args.rounds, args.size, args.steps))
+        submit_rate, run_rate, overall = asyncio.run(throughput(tmp, args.jobs))
+    print(f"Machine: {machine()}\n")
+    print("| measure | value | target |")
+    print("|---|---|---|")
+    print(f"| plain diffusers call, tiny model, {args.size}x{args.size}, {args.steps} steps "
+          f"(median of {args.rounds}) | {plain_s * 1000:.1f} ms | |")
+    print(f"| same job through artbot's queue, worker and store (median of {args.rounds}) "
+          f"| {engine_s * 1000:.1f} ms | |")
+    print(f"| **engine time per job / plain call** | **{engine_s / plain_s:.3f}** | ≤ 1.05 |")
+    print(f"| submit rate ({args.jobs} jobs, 10 users) | {submit_rate:.0f} jobs/s | |")
+    print(f"| worker rate, no-work generator | {run_rate:.0f} jobs/s | |")
+    print(f"| **queue throughput, submit to done** | **{overall:.0f} jobs/s** | ≥ 500 |")
+
+
+if __name__ == "__main__":
+    main()
