@@ -80,6 +80,9 @@ class Settings:
 
     SECRET_FIELDS = ("discord_token",)
 
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir).expanduser()
+
     @property
     def db_path(self) -> Path:
         return self.data_dir / "artbot.db"
