@@ -7,6 +7,7 @@
     artbot jobs
     artbot cancel JOB_ID
     artbot worker [--burst]
+    artbot run                      # the Discord bot with a local worker
 
 `draw` and `vary` go through the same queue, worker and storage as the bot:
 the job is queued in the database, a worker in this process runs it (or a
@@ -278,6 +279,24 @@ def cmd_cancel(settings: Settings, args) -> int:
     return 0
 
 
+def cmd_run(settings: Settings, args) -> int:
+    if not settings.discord_token:
+        print("error: DISCORD_TOKEN is not set: put the bot token from the Discord developer "
+              "portal in the environment.", file=sys.stderr)
+        return 2
+    if args.verbose == 0:
+        # A server process: say what it does (the token is never logged).
+        logging.getLogger().setLevel(logging.INFO)
+        for name in ("discord", "discord.gateway", "discord.http", "discord.client"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    from bot.client import run_bot
+
+    try:
+        return asyncio.run(run_bot(settings))
+    except KeyboardInterrupt:
+        return 130
+
+
 def cmd_worker(settings: Settings, args) -> int:
     from storage.images import ImageStore
     from worker.queue import LocalJobQueue
@@ -329,9 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: the configured default model)")
     p.add_argument("--negative", help="what to keep out of the image")
     p.add_argument("--seed", type=_positive_int, help="seed of the first image (random if not given)")
-    p.add_argument("--steps", type=_positive_int, help="denoising steps (default 30)")
+    p.add_argument("--steps", type=_positive_int, help="denoising steps (default: the default_steps setting, 30)")
     p.add_argument("--guidance", type=float, help="how closely to follow the prompt (default 7.5)")
-    p.add_argument("--size", help="WIDTHxHEIGHT, multiples of 8 (default 512x512)")
+    p.add_argument("--size", help="WIDTHxHEIGHT, multiples of 8 (default: the default_size setting, 512x512)")
     p.add_argument("--count", type=_positive_int, default=1, help="how many images (default 1)")
     p.add_argument("--out", help="output PNG path (with --count N: PATH-1.png ... PATH-N.png)")
     p.set_defaults(func=cmd_draw)
@@ -364,6 +383,14 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Cancel a job: a queued one at once, a running one at its next step.")
     p.add_argument("job_id", type=_positive_int)
     p.set_defaults(func=cmd_cancel)
+
+    p = sub.add_parser("run", help="run the Discord bot with a local worker",
+                       description="Run the Discord bot and a local worker in one process. "
+                       "Needs DISCORD_TOKEN; ARTBOT_DISCORD_API_BASE and ARTBOT_DISCORD_GATEWAY "
+                       "point it at a Discord-compatible server, ARTBOT_DEV_GUILD syncs commands "
+                       "to one server only. SIGTERM stops it cleanly: running jobs are queued "
+                       "again for the next start.")
+    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("worker", help="run a worker that takes jobs from the queue",
                        description="Run a worker on this machine's device until interrupted.")

@@ -66,6 +66,9 @@ class Settings:
     lease_s: float = 120.0
     # How many loaded models a worker keeps in memory at once.
     max_loaded_models: int = 2
+    # Size and steps used when a request gives none.
+    default_size: str = "512x512"
+    default_steps: int = 30
     # Largest width or height accepted, in pixels.
     max_size: int = 1024
     # Most denoising steps accepted.

@@ -90,6 +90,8 @@ class Job:
     message_id: str | None
     interaction_token: str | None = field(default=None, repr=False)
     interaction_at: float | None = None
+    delivered_at: float | None = None
+    locale: str | None = None
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> "Job":
@@ -185,6 +187,7 @@ class JobStore:
         parent_id: int | None = None,
         interaction_token: str | None = None,
         interaction_at: float | None = None,
+        locale: str | None = None,
     ) -> Job:
         """Queue a job. Raises QueueFull if the user has `max_queued` unfinished jobs."""
 
@@ -203,12 +206,12 @@ class JobStore:
             cur = self.conn.execute(
                 """INSERT INTO jobs (user_id, server_id, channel_id, source, kind, generator,
                        model, params, seeds, batch_key, status, created_at, parent_id,
-                       interaction_token, interaction_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?)""",
+                       interaction_token, interaction_at, locale)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)""",
                 (
                     user_id, server_id, channel_id, source, kind, generator, model,
                     json.dumps(params, sort_keys=True), json.dumps(seeds), batch_key,
-                    time.time(), parent_id, interaction_token, interaction_at,
+                    time.time(), parent_id, interaction_token, interaction_at, locale,
                 ),
             )
             return cur.lastrowid
@@ -526,13 +529,61 @@ class JobStore:
         params.append(limit)
         return [Job.from_row(r) for r in self._all(sql, params)]
 
-    def set_message(self, job_id: int, message_id: str | None) -> None:
+    # -- Discord messages -------------------------------------------------------
+
+    def link_message(
+        self,
+        job_id: int,
+        message_id: str,
+        channel_id: str,
+        *,
+        guild_id: str | None,
+        via: str,
+        image_idx: int | None = None,
+        primary: bool = True,
+    ) -> None:
+        """Record that a Discord message shows `job_id` (primary: it is where the job reports)."""
+
+        def txn() -> None:
+            self.conn.execute(
+                """INSERT OR REPLACE INTO discord_messages
+                       (message_id, channel_id, guild_id, job_id, image_idx, via, created_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?)""",
+                (message_id, channel_id, guild_id, job_id, image_idx, via, time.time()),
+            )
+            if primary:
+                self.conn.execute(
+                    "UPDATE jobs SET message_id = ?, channel_id = COALESCE(channel_id, ?) WHERE id = ?",
+                    (message_id, channel_id, job_id),
+                )
+
+        self._write(txn)
+
+    def message_link(self, message_id: str) -> dict[str, Any] | None:
+        """The job a Discord message shows: {job_id, image_idx, channel_id, guild_id, via}."""
+        return self._one("SELECT * FROM discord_messages WHERE message_id = ?", (message_id,))
+
+    def forget_message(self, message_id: str) -> None:
         self._write(
             lambda: self.conn.execute(
-                "UPDATE jobs SET message_id = ? WHERE id = ?", (message_id, job_id)
+                "DELETE FROM discord_messages WHERE message_id = ?", (message_id,)
             )
         )
 
-    def job_for_message(self, message_id: str) -> Job | None:
-        row = self._one("SELECT * FROM jobs WHERE message_id = ? ORDER BY id DESC", (message_id,))
-        return Job.from_row(row) if row else None
+    def mark_delivered(self, job_id: int) -> None:
+        self._write(
+            lambda: self.conn.execute(
+                "UPDATE jobs SET delivered_at = ? WHERE id = ?", (time.time(), job_id)
+            )
+        )
+
+    def undelivered(self, source: str = "discord") -> list[Job]:
+        """Finished jobs whose final state has not been shown where they were asked for."""
+        return [
+            Job.from_row(r)
+            for r in self._all(
+                "SELECT * FROM jobs WHERE source = ? AND delivered_at IS NULL "
+                "AND status IN ('succeeded', 'failed', 'canceled') ORDER BY id",
+                (source,),
+            )
+        ]

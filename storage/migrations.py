@@ -104,6 +104,27 @@ def _initial(db: sqlite_utils.Database) -> None:
     )
 
 
+@migration(2, "discord messages and delivery")
+def _discord_messages(db: sqlite_utils.Database) -> None:
+    _run_script(
+        db,
+        """
+        CREATE TABLE discord_messages (
+            message_id TEXT PRIMARY KEY,    -- a Discord message that shows a job
+            channel_id TEXT NOT NULL,
+            guild_id TEXT,
+            job_id INTEGER NOT NULL REFERENCES jobs(id),
+            image_idx INTEGER,              -- set when it shows one image of the job
+            via TEXT NOT NULL,              -- 'interaction' (edit with the token) or 'channel'
+            created_at REAL NOT NULL
+        );
+        CREATE INDEX discord_messages_job ON discord_messages(job_id);
+        ALTER TABLE jobs ADD COLUMN delivered_at REAL;  -- final state shown on Discord
+        ALTER TABLE jobs ADD COLUMN locale TEXT;        -- the requester's Discord locale
+        """,
+    )
+
+
 def _run_script(db: sqlite_utils.Database, script: str) -> None:
     """Run several statements inside the caller's transaction.
 

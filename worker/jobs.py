@@ -12,7 +12,7 @@ import io
 import json
 import re
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -22,10 +22,10 @@ from artbot.errors import InvalidRequest
 from storage.jobs import Job, JobStatus  # noqa: F401  (re-exported for callers)
 
 SEED_LIMIT = 2**32  # seeds are 0 .. 2**32 - 1
-DEFAULT_STEPS = 30
 DEFAULT_GUIDANCE = 7.5
-DEFAULT_SIZE = (512, 512)
 DEFAULT_STRENGTH = 0.6
+# The two variation strengths offered by buttons and reactions.
+STRENGTHS = {"subtle": 0.35, "strong": 0.7}
 # Largest input image accepted, in pixels (an 8000 x 8000 photo is 64 Mpx).
 MAX_INPUT_PIXELS = 64_000_000
 MAX_PROMPT_CHARS = 1000
@@ -61,7 +61,7 @@ class JobSpec:
 def parse_size(text: str | None, settings: Settings) -> tuple[int, int]:
     """'512x768' -> (512, 768), checking the limits Stable Diffusion needs."""
     if text is None or not str(text).strip():
-        return DEFAULT_SIZE
+        text = settings.default_size
     m = re.fullmatch(r"\s*(\d{1,5})\s*[xX×*]\s*(\d{1,5})\s*", str(text))
     if not m:
         raise InvalidRequest(f"Size {text!r} is not WIDTHxHEIGHT, for example 512x512.")
@@ -121,7 +121,7 @@ def build_draw(
     prompt = (prompt or "").strip()
     if not prompt:
         raise InvalidRequest("The prompt is empty: say what to draw.")
-    steps = DEFAULT_STEPS if steps is None else int(steps)
+    steps = settings.default_steps if steps is None else int(steps)
     guidance = DEFAULT_GUIDANCE if guidance is None else float(guidance)
     _check_common(settings, prompt=prompt, steps=steps, guidance=guidance, count=count)
     width, height = parse_size(size, settings)
@@ -166,7 +166,7 @@ def build_vary(
     strength = DEFAULT_STRENGTH if strength is None else float(strength)
     if not 0.0 < strength <= 1.0:
         raise InvalidRequest(f"Strength must be above 0 and at most 1, not {strength}.")
-    steps = DEFAULT_STEPS if steps is None else int(steps)
+    steps = settings.default_steps if steps is None else int(steps)
     guidance = DEFAULT_GUIDANCE if guidance is None else float(guidance)
     prompt = (prompt or "").strip()
     _check_common(settings, prompt=prompt, steps=steps, guidance=guidance, count=count)
@@ -237,10 +237,62 @@ def read_input_image(data: bytes, *, name: str = "the file") -> Image.Image:
     return image.convert("RGB")
 
 
-@dataclass
-class JobView:
-    """A job and its images, as the CLI and the bot show it."""
+def build_reroll(settings: Settings, job: Job, *, prompt: str | None = None) -> JobSpec:
+    """The same request as `job` with new seeds (and, for a remix, a new prompt)."""
+    p = job.params
+    if job.kind == "vary":
+        return build_vary(
+            settings,
+            init_image_sha=p["init_image"],
+            init_size=(p["width"], p["height"]),
+            prompt=p.get("prompt", "") if prompt is None else prompt,
+            negative_prompt=p.get("negative_prompt", ""),
+            model=job.model,
+            strength=p.get("strength"),
+            steps=p.get("steps"),
+            guidance=p.get("guidance"),
+            count=p.get("count", len(job.seeds)),
+            generator=job.generator,
+            parent_id=job.id,
+        )
+    if job.kind != "draw":
+        raise InvalidRequest(f"A {job.kind} job cannot be rerolled.")
+    return build_draw(
+        settings,
+        prompt=p.get("prompt", "") if prompt is None else prompt,
+        negative_prompt=p.get("negative_prompt", ""),
+        model=job.model,
+        steps=p.get("steps"),
+        guidance=p.get("guidance"),
+        size=f"{p['width']}x{p['height']}",
+        count=p.get("count", len(job.seeds)),
+        generator=job.generator,
+        parent_id=job.id,
+    )
 
-    job: Job
-    images: list = field(default_factory=list)
-    position: int | None = None
+
+def build_variation_of(
+    settings: Settings,
+    job: Job,
+    image_sha: str,
+    image_size: tuple[int, int],
+    *,
+    strength: float,
+    prompt: str | None = None,
+) -> JobSpec:
+    """A variation of one image of `job`, with the job's prompt and model; one image."""
+    p = job.params
+    return build_vary(
+        settings,
+        init_image_sha=image_sha,
+        init_size=image_size,
+        prompt=p.get("prompt", "") if prompt is None else prompt,
+        negative_prompt=p.get("negative_prompt", ""),
+        model=job.model,
+        strength=strength,
+        steps=p.get("steps"),
+        guidance=p.get("guidance"),
+        count=1,
+        generator=job.generator,
+        parent_id=job.id,
+    )

@@ -116,7 +116,7 @@ class JobQueue(abc.ABC):
     async def submit(self, spec: JobSpec, *, user_id: str, source: str, max_queued: int,
                      user_name: str | None = None, server_id: str | None = None,
                      channel_id: str | None = None, interaction_token: str | None = None,
-                     interaction_at: float | None = None) -> Job: ...
+                     interaction_at: float | None = None, locale: str | None = None) -> Job: ...
 
     @abc.abstractmethod
     async def claim(self, worker_id: str, *, lease_s: float, max_jobs: int = 1) -> list[Job]: ...
@@ -195,7 +195,8 @@ class LocalJobQueue(JobQueue):
         self._executor.shutdown(wait=True)
 
     async def submit(self, spec, *, user_id, source, max_queued, user_name=None, server_id=None,
-                     channel_id=None, interaction_token=None, interaction_at=None) -> Job:
+                     channel_id=None, interaction_token=None, interaction_at=None,
+                     locale=None) -> Job:
         job = await self._call(
             JobStore.submit,
             user_id=user_id,
@@ -213,6 +214,7 @@ class LocalJobQueue(JobQueue):
             parent_id=spec.parent_id,
             interaction_token=interaction_token,
             interaction_at=interaction_at,
+            locale=locale,
         )
         log.info("job %d queued: %s %s by %s", job.id, job.kind, job.model, user_id)
         self._work.set()

@@ -1525,7 +1525,10 @@ class DiscordServer:
             keep = payload["flags"] & (EPHEMERAL | LOADING)
             payload["flags"] = keep | (body["flags"] & (SUPPRESS_EMBEDS | COMPONENTS_V2))
         if body.get("message_reference"):
-            payload["message_reference"] = {"type": 0, "channel_id": str(channel_id), **body["message_reference"]}
+            # Discord answers with snowflakes as strings, whatever type the request used.
+            ref = {k: (str(v) if k.endswith("_id") and v is not None else v)
+                   for k, v in body["message_reference"].items()}
+            payload["message_reference"] = {"type": 0, "channel_id": str(channel_id), **ref}
             payload["type"] = 19
         if not allow_empty and not (payload["content"] or payload["embeds"] or payload["attachments"]
                                     or payload["components"] or body.get("poll")):

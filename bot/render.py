@@ -1,0 +1,115 @@
+"""What a job looks like on Discord: status lines, the result embed and image.
+
+Pure functions of a job and its images (plus PIL for the grid); no network.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import discord
+from PIL import Image
+
+from bot.i18n import t
+from storage.jobs import ImageRecord, Job
+
+# Discord embeds: 256-char titles, 4096-char descriptions.
+TITLE_MAX = 250
+
+
+def short_model(model: str) -> str:
+    """A folder or file path shows as its last part; hub ids as they are."""
+    if model.startswith(("/", ".", "~")) or "\\" in model:
+        return Path(model).name or model
+    return model
+
+
+def jump_link(guild_id: str | int | None, channel_id: str | int, message_id: str | int) -> str:
+    return f"https://discord.com/channels/{guild_id or '@me'}/{channel_id}/{message_id}"
+
+
+def status_text(job: Job, kind: str, *, position: int | None = None, step: int | None = None,
+                total: int | None = None) -> str:
+    locale = job.locale
+    head = _headline(job)
+    if kind == "queued":
+        return f"{head}\n{t('queued', locale, position=position or 1)}"
+    if kind == "progress" and total:
+        return f"{head}\n{t('progress', locale, step=step, total=total)}"
+    return f"{head}\n{t('starting', locale)}"
+
+
+def _headline(job: Job) -> str:
+    prompt = job.params.get("prompt") or t("variation", job.locale)
+    return f"**{_clip(prompt, 300)}** · <@{job.user_id}> · job {job.id}"
+
+
+def _clip(text: str, n: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def failure_text(job: Job) -> str:
+    if job.status.value == "canceled":
+        return f"{_headline(job)}\n{t('canceled', job.locale, job=job.id)}"
+    return f"{_headline(job)}\n{t('failed', job.locale, job=job.id, error=job.error or '?')}"
+
+
+def result_embed(job: Job, images: list[ImageRecord], filename: str) -> discord.Embed:
+    locale = job.locale
+    p = job.params
+    prompt = p.get("prompt") or t("variation", locale)
+    embed = discord.Embed(title=_clip(prompt, TITLE_MAX), colour=discord.Colour.blurple())
+    if p.get("negative_prompt"):
+        embed.description = f"🚫 {_clip(p['negative_prompt'], 1000)}"
+    seeds = ", ".join(str(im.seed) for im in images)
+    embed.add_field(name=t("field_seeds" if len(images) > 1 else "field_seed", locale), value=seeds)
+    embed.add_field(name=t("field_model", locale), value=_clip(short_model(job.model), 100))
+    embed.add_field(name=t("field_steps", locale), value=str(p.get("steps")))
+    if job.run_seconds is not None:
+        embed.add_field(name=t("field_time", locale), value=f"{job.run_seconds:.1f} s")
+    if "strength" in p:
+        embed.add_field(name=t("field_strength", locale), value=str(p["strength"]))
+    if job.parent_id:
+        embed.add_field(name=t("field_parent", locale), value=f"job {job.parent_id}")
+    embed.set_image(url=f"attachment://{filename}")
+    embed.set_footer(text=f"job {job.id} · {images[0].width}×{images[0].height}")
+    return embed
+
+
+def grid(images: list[Image.Image]) -> Image.Image:
+    """Up to four images as a 2x2 grid (two side by side for two)."""
+    w, h = images[0].size
+    cols = 1 if len(images) == 1 else 2
+    rows = (len(images) + cols - 1) // cols
+    sheet = Image.new("RGB", (w * cols, h * rows), (32, 34, 37))
+    for i, im in enumerate(images):
+        sheet.paste(im.convert("RGB").resize((w, h)), ((i % cols) * w, (i // cols) * h))
+    return sheet
+
+
+def result_file(job: Job, images: list[ImageRecord], image_root: Path,
+                only: int | None = None) -> discord.File:
+    """The job's image (or one of them, or a grid of all) as a PNG attachment."""
+    if only is not None:
+        chosen = [images[only]]
+        name = f"artbot-{job.id}-{only + 1}.png"
+    else:
+        chosen = images
+        name = f"artbot-{job.id}.png"
+    if len(chosen) == 1:
+        data = (image_root / chosen[0].path).read_bytes()
+    else:
+        opened = []
+        for record in chosen:
+            with Image.open(image_root / record.path) as im:
+                opened.append(im.convert("RGB"))
+        buf = io.BytesIO()
+        grid(opened).save(buf, format="PNG")
+        data = buf.getvalue()
+    return discord.File(io.BytesIO(data), filename=name)
+
+
+def result_content(job: Job) -> str:
+    return _headline(job)

@@ -1,0 +1,339 @@
+"""artbot's Discord bot end to end: the real discord.py client against the
+Discord-protocol server in tests/bot/discord_server.py, with the tiny
+random-weight diffusion model and a real worker in the same process.
+
+Every test ends with `server.assert_clean()`: every request the bot made had
+a body that fits Discord's OpenAPI description and got no Discord error
+(except those a test provokes on purpose)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+
+import pytest
+import pytest_asyncio
+from PIL import Image
+
+from artbot.config import Settings
+from bot.client import ArtBot
+from storage.jobs import JobStatus
+from tests.bot.discord_server import DiscordServer, running_client
+
+RESULT_WAIT = 30.0
+
+
+@pytest_asyncio.fixture
+async def server():
+    async with DiscordServer() as s:
+        yield s
+
+
+@pytest.fixture
+def bot_settings(tmp_path, tiny_pipeline) -> Settings:
+    return Settings(data_dir=tmp_path / "data", default_model=str(tiny_pipeline),
+                    default_size="64x64", default_steps=4, device="cpu", max_queued_per_user=20,
+                    discord_token="test-token")
+
+
+def make_bot(settings, **kw) -> ArtBot:
+    return ArtBot(settings, guild_ready_timeout=0.05, **kw)
+
+
+def has_image(message) -> bool:
+    return bool(message.attachments) and bool(message.buttons)
+
+
+def png_size(message, index=0) -> tuple[int, int]:
+    with Image.open(io.BytesIO(message.attachment_bytes(index))) as im:
+        assert im.format == "PNG"
+        return im.size
+
+
+async def draw(server, user, prompt="a red fox", **options):
+    ix = await server.slash_command(user, server.general, "draw", {"prompt": prompt, **options})
+    response = await ix.wait_response()
+    assert response["type"] == 4, response  # answered at once, with the queue position
+    return ix
+
+
+async def result(ix):
+    return await ix.wait_original(has_image, timeout=RESULT_WAIT)
+
+
+def button(message, prefix):
+    return next(b["custom_id"] for b in message.buttons if b["custom_id"].startswith(prefix))
+
+
+async def newest_job(bot):
+    (job,) = await bot.queue.list_jobs(limit=1)
+    return job
+
+
+@pytest.mark.asyncio
+async def test_draw_answers_at_once_then_shows_png_with_seed_and_buttons(server, bot_settings):
+    async with running_client(server, make_bot(bot_settings)) as bot:
+        await server.wait_for_commands("draw", "vary", "history", "job", "queue", "help")
+        ix = await draw(server, server.alice, seed=7)
+        assert "Queued" in ix.callback["data"]["content"] or "position" in ix.callback["data"]["content"]
+        message = await result(ix)
+        assert png_size(message) == (64, 64)
+        embed = message.embeds[0]
+        fields = {f["name"]: f["value"] for f in embed["fields"]}
+        assert fields["Seed"] == "7"
+        assert embed["image"]["url"].startswith("attachment://") or "artbot-" in embed["image"]["url"]
+        job = await newest_job(bot)
+        assert job.status is JobStatus.SUCCEEDED and job.seeds == [7]
+        assert {button(message, "ab:reroll"), button(message, "ab:del")} == {
+            f"ab:reroll:{job.id}", f"ab:del:{job.id}"}
+        labels = {b.get("label") for b in message.buttons}
+        assert {"Reroll", "Vary (subtle)", "Vary (strong)", "Remix", "Delete"} <= labels
+    server.assert_clean()
+
+
+@pytest.mark.asyncio
+async def test_reroll_button_makes_a_new_job_with_a_new_seed(server, bot_settings):
+    async with running_client(server, make_bot(bot_settings)) as bot:
+        first = await result(await draw(server, server.alice, seed=7))
+        parent = await newest_job(bot)
+        ix = await server.press_button(server.bob, first, button(first, "ab:reroll"))
+        assert (await ix.wait_response())["type"] == 4
+        rerolled = await result(ix)
+        child = await newest_job(bot)
+        assert child.id != parent.id and child.parent_id == parent.id
+        assert child.seeds != [7] and child.params["prompt"] == "a red fox"
+        assert child.user_id == str(server.bob.id)  # whoever presses owns the new job
+        assert png_size(rerolled) == (64, 64)
+    server.assert_clean()
+
+
+@pytest.mark.asyncio
+async def test_dice_reaction_makes_a_variation_linked_to_its_parent(server, bot_settings):
+    async with running_client(server, make_bot(bot_settings)) as bot:
+        first = await result(await draw(server, server.alice, seed=3))
+        parent = await newest_job(bot)
+        await server.add_reaction(server.alice, first, "🎲")
+        reply = await server.wait_for_message(
+            channel_id=server.general.id,
+            predicate=lambda m: m.id != first.id and has_image(m), timeout=RESULT_WAIT)
+        child = await newest_job(bot)
+        assert child.kind == "vary" and child.parent_id == parent.id
+        assert child.params["strength"] == 0.35
+        assert png_size(reply) == (64, 64)
+        assert reply.payload.get("message_reference", {}).get("message_id") == str(first.id)
+    server.assert_clean()
+
+
+@pytest.mark.asyncio
+async def test_delete_is_refused_to_others_and_allowed_to_the_owner(server, bot_settings):
+    async with running_client(server, make_bot(bot_settings)):
+        message = await result(await draw(server, server.alice))
+        ix = await server.press_button(server.bob, message, button(message, "ab:del"))
+        answer = await ix.wait_response()
+        assert answer["type"] == 4 and answer["data"]["flags"] & 64  # only Bob sees it
+        assert "Only the person" in answer["data"]["content"]
+        assert not server.message(message.id).deleted
+        # A 🗑️ reaction from Bob is ignored too.
+        await server.add_reaction(server.bob, message, "🗑️")
+        await asyncio.sleep(0.3)
+        assert not server.message(message.id).deleted
+        ix = await server.press_button(server.alice, message, button(message, "ab:del"))
+        await ix.wait_response()
+        await server.wait_for(lambda: server.message(message.id).deleted, 5, "deletion")
+    server.assert_clean()
+
+
+@pytest.mark.asyncio
+async def test_buttons_on_an_old_result_work_after_a_restart(server, bot_settings):
+    async with running_client(server, make_bot(bot_settings)):
+        old = await result(await draw(server, server.alice, seed=11))
+    # A new process: nothing in memory, only the database and the message on Discord.
+    async with running_client(server, make_bot(bot_settings)) as bot:
+        ix = await server.press_button(server.alice, server.message(old.id), button(old, "ab:reroll"))
+        await result(ix)
+        child = await newest_job(bot)
+        assert child.parent_id is not None and child.status is JobStatus.SUCCEEDED
+        await server.add_reaction(server.bob, server.message(old.id), "🔁")
+        await server.wait_for_message(
+            channel_id=server.general.id,
+            predicate=lambda m: has_image(m) and m.id not in (old.id, ix.original_id),
+            timeout=RESULT_WAIT)
+    server.assert_clean()
+
+
+@pytest.mark.asyncio
+async def test_result_after_the_token_expired_goes_to_the_channel_with_a_mention(server, bot_settings):
+    from worker.runner import Worker
+
+    async with running_client(server, make_bot(bot_settings, run_worker=False)) as bot:
+        ix = await draw(server, server.alice, seed=5)
+        job = await newest_job(bot)
+        server.expire_interaction(ix)  # 15 minutes pass before a worker gets to it
+        worker = Worker(bot.queue, bot.images, bot_settings)
+        await worker.run(burst=True)
+        late = await server.wait_for_message(channel_id=server.general.id,
+                                             predicate=has_image, timeout=RESULT_WAIT)
+        assert f"<@{server.alice.id}>" in late.content
+        assert str(server.alice.id) in [u["id"] for u in late.payload["mentions"]]
+        assert png_size(late) == (64, 64)
+        for _ in range(100):
+            if (await bot.queue.get(job.id)).delivered_at is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert (await bot.queue.get(job.id)).delivered_at is not None
+        # Its buttons work like any other result's.
+        again = await server.press_button(server.bob, late, button(late, "ab:reroll"))
+        await again.wait_response()
+    server.assert_clean(allow_codes=(10015,))  # the expired token was refused, as on Discord
+
+
+@pytest.mark.asyncio
+async def test_a_429_from_discord_is_retried_and_nothing_is_lost(server, bot_settings):
+    async with running_client(server, make_bot(bot_settings)):
+        server.inject_rate_limit("PATCH", r"/webhooks/.*/messages/", count=2, retry_after=0.3)
+        message = await result(await draw(server, server.alice, seed=9))
+        assert png_size(message) == (64, 64)
+        assert len(server.rate_limit_hits) == 2
+    server.assert_clean()
+
+
+@pytest.mark.asyncio
+async def test_vary_refuses_a_non_image_privately_and_records_nothing(server, bot_settings):
+    async with running_client(server, make_bot(bot_settings)) as bot:
+        ix = await server.slash_command(server.alice, server.general, "vary", {},
+                                        attachments={"image": (b"hello", "notes.txt", "text/plain")})
+        answer = await ix.wait_response()
+        assert answer["data"]["flags"] & 64 and "not an image" in answer["data"]["content"]
+        ix = await server.slash_command(server.alice, server.general, "vary", {},
+                                        attachments={"image": (b"\x89PNG broken", "fake.png",
+                                                               "image/png")})
+        answer = await ix.wait_response()
+        assert answer["data"]["flags"] & 64 and "not an image" in answer["data"]["content"]
+        assert await bot.queue.list_jobs() == []
+    server.assert_clean()
+
+
+@pytest.mark.asyncio
+async def test_vary_an_upload_and_an_earlier_job(server, bot_settings):
+    buf = io.BytesIO()
+    Image.new("RGB", (80, 56), (200, 30, 30)).save(buf, format="PNG")
+    async with running_client(server, make_bot(bot_settings)) as bot:
+        ix = await server.slash_command(server.alice, server.general, "vary",
+                                        {"strength": "strong", "prompt": "redder"},
+                                        attachments={"image": (buf.getvalue(), "red.png", "image/png")})
+        message = await result(ix)
+        assert png_size(message) == (80, 56)
+        upload_job = await newest_job(bot)
+        assert upload_job.params["strength"] == 0.7 and upload_job.params["prompt"] == "redder"
+        ix = await server.slash_command(server.alice, server.general, "vary", {"job": str(upload_job.id)})
+        await result(ix)
+        assert (await newest_job(bot)).parent_id == upload_job.id
+    server.assert_clean()
+
+
+@pytest.mark.asyncio
+async def test_grid_with_u_and_v_buttons_and_remix(server, bot_settings):
+    async with running_client(server, make_bot(bot_settings)) as bot:
+        grid = await result(await draw(server, server.alice, count=4, seed=20))
+        assert png_size(grid) == (128, 128)  # 2x2 of 64x64
+        job = await newest_job(bot)
+        assert job.seeds == [20, 21, 22, 23]
+        labels = [b.get("label") for b in grid.buttons]
+        assert labels[:8] == ["U1", "U2", "U3", "U4", "V1", "V2", "V3", "V4"]
+
+        ix = await server.press_button(server.alice, grid, f"ab:u:{job.id}:1")
+        single = await ix.wait_original(has_image)
+        assert png_size(single) == (64, 64)
+        assert "21" in [f["value"] for f in single.embeds[0]["fields"]]
+
+        ix = await server.press_button(server.alice, grid, f"ab:v:{job.id}:2")
+        await result(ix)
+        varied = await newest_job(bot)
+        assert varied.kind == "vary" and varied.parent_id == job.id
+
+        ix = await server.press_button(server.alice, single, button(single, "ab:remix"))
+        await ix.wait_response()
+        assert ix.modal is not None
+        submitted = await server.submit_modal(server.alice, ix, None, {"ab:remix-prompt": "a blue fox"})
+        await result(submitted)
+        remixed = await newest_job(bot)
+        assert remixed.params["prompt"] == "a blue fox" and remixed.parent_id == job.id
+    server.assert_clean()
+
+
+@pytest.mark.asyncio
+async def test_history_job_queue_and_help(server, bot_settings):
+    async with running_client(server, make_bot(bot_settings)) as bot:
+        await result(await draw(server, server.alice, "first fox", seed=1))
+        await result(await draw(server, server.alice, "second fox", seed=2))
+        job = await newest_job(bot)
+
+        ix = await server.slash_command(server.alice, server.general, "history", {})
+        answer = await ix.wait_response()
+        assert answer["data"]["flags"] & 64
+        text = answer["data"]["embeds"][0]["description"]
+        assert "second fox" in text and "first fox" in text and "seed 2" in text
+        assert f"https://discord.com/channels/{server.guild.id}/" in text
+
+        ix = await server.slash_command(server.bob, server.general, "job", {"id": job.id})
+        shown = await ix.wait_original(has_image)
+        assert png_size(shown) == (64, 64)
+        assert button(shown, "ab:reroll") == f"ab:reroll:{job.id}"
+
+        ix = await server.slash_command(server.alice, server.general, "queue", {})
+        answer = await ix.wait_response()
+        assert answer["data"]["flags"] & 64
+        ix = await server.slash_command(server.alice, server.general, "help", {})
+        assert "/draw" in (await ix.wait_response())["data"]["embeds"][0]["description"]
+
+        ix = await server.slash_command(server.alice, server.general, "job", {"id": 999})
+        answer = await ix.wait_response()
+        assert answer["data"]["flags"] & 64 and "no job 999" in answer["data"]["content"]
+    server.assert_clean()
+
+
+@pytest.mark.asyncio
+async def test_user_mistakes_get_private_answers(server, bot_settings):
+    bot_settings.max_queued_per_user = 1
+    async with running_client(server, make_bot(bot_settings, run_worker=False)) as bot:
+        await draw(server, server.alice)
+        ix = await server.slash_command(server.alice, server.general, "draw", {"prompt": "again"})
+        answer = await ix.wait_response()
+        assert answer["data"]["flags"] & 64 and "limit is 1" in answer["data"]["content"]
+        ix = await server.slash_command(server.bob, server.general, "vary", {})
+        answer = await ix.wait_response()
+        assert answer["data"]["flags"] & 64 and "Give an image" in answer["data"]["content"]
+        assert len(await bot.queue.list_jobs()) == 1
+    server.assert_clean()
+
+
+@pytest.mark.asyncio
+async def test_progress_edits_at_most_once_per_one_and_a_half_seconds(server, bot_settings):
+    bot_settings.default_steps = 60
+    async with running_client(server, make_bot(bot_settings)):
+        ix = await draw(server, server.alice)
+        message = await ix.wait_original(has_image, timeout=60)
+        times = server.message(message.id).edit_times
+        assert len(times) >= 2
+        gaps = [b - a for a, b in zip(times, times[1:])]
+        assert min(gaps) >= 1.45, gaps
+        contents = [e.payload["content"] for e in server.message(message.id).edits]
+        assert any("step" in c for c in contents)
+    server.assert_clean()
+
+
+@pytest.mark.asyncio
+async def test_chinese_clients_see_chinese(server, bot_settings):
+    async with running_client(server, make_bot(bot_settings)):
+        draw_cmd = server.command("draw")
+        assert draw_cmd["name_localizations"]["zh-CN"] == "画图"
+        assert draw_cmd["description_localizations"]["zh-CN"] == "根据文字描述画图"
+        prompt_opt = next(o for o in draw_cmd["options"] if o["name"] == "prompt")
+        assert prompt_opt["name_localizations"]["zh-CN"] == "提示词"
+        ix = await server.slash_command(server.alice, server.general, "draw", {"prompt": "狐狸"},
+                                        locale="zh-CN")
+        assert "排队" in (await ix.wait_response())["data"]["content"]
+        message = await result(ix)
+        assert "重画" in [b.get("label") for b in message.buttons]
+    server.assert_clean()
