@@ -73,6 +73,10 @@ class ArtBot(commands.Bot):
     def __init__(self, settings: Settings, *, queue: JobQueue | None = None,
                  images: ImageStore | None = None, run_worker: bool = True,
                  worker_factory=None, guild_ready_timeout: float = 2.0):
+        # artbot has no voice features; don't warn operators about voice libraries.
+        discord.VoiceClient.warn_nacl = False
+        if hasattr(discord.VoiceClient, "warn_dave"):
+            discord.VoiceClient.warn_dave = False
         intents = discord.Intents.default()  # guilds, reactions; no privileged intents needed
         super().__init__(command_prefix=commands.when_mentioned, intents=intents,
                          help_command=None, guild_ready_timeout=guild_ready_timeout,
@@ -110,6 +114,9 @@ class ArtBot(commands.Bot):
         if self.run_worker:
             self.worker = self._make_worker()
             self._worker_task = asyncio.create_task(self.worker.run(), name="artbot-worker")
+            if hasattr(self.worker, "warm_up"):
+                # Load the default model now, so the first /draw does not wait for it.
+                asyncio.create_task(self.worker.warm_up("diffusion", self.settings.default_model))
 
     def _make_worker(self):
         if self.worker_factory is not None:

@@ -35,7 +35,7 @@ def status_text(job: Job, kind: str, *, position: int | None = None, step: int |
     head = _headline(job)
     if kind == "queued":
         return f"{head}\n{t('queued', locale, position=position or 1)}"
-    if kind == "progress" and total:
+    if kind == "progress" and total and step:
         return f"{head}\n{t('progress', locale, step=step, total=total)}"
     return f"{head}\n{t('starting', locale)}"
 

@@ -131,6 +131,18 @@ class Worker:
         except ImportError:  # pragma: no cover
             pass
 
+    async def warm_up(self, family: str, model: str) -> bool:
+        """Load a model before any job asks for it. A failure is logged, not raised."""
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._device_thread, self._generator_for, family, model)
+            return True
+        except UserError as exc:
+            log.warning("could not load the default model at start: %s", exc.message)
+        except Exception:  # noqa: BLE001
+            log.exception("could not load the default model %s at start", model)
+        return False
+
     # -- the loop -------------------------------------------------------------
 
     def stop(self) -> None:

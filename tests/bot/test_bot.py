@@ -337,3 +337,60 @@ async def test_chinese_clients_see_chinese(server, bot_settings):
         message = await result(ix)
         assert "重画" in [b.get("label") for b in message.buttons]
     server.assert_clean()
+
+
+@pytest.mark.asyncio
+async def test_dev_guild_sync_puts_commands_on_that_server_only(server, bot_settings):
+    bot_settings.discord_dev_guild = server.guild.id
+    async with running_client(server, make_bot(bot_settings)):
+        await server.wait_for_commands("draw", "help", guild_id=server.guild.id)
+        assert server.commands() == []  # nothing global
+        await result(await draw(server, server.alice))
+    server.assert_clean()
+
+
+@pytest.mark.asyncio
+async def test_stopping_mid_job_loses_nothing(server, bot_settings):
+    bot_settings.default_steps = 150
+    async with running_client(server, make_bot(bot_settings)) as bot:
+        ix = await draw(server, server.alice, seed=4)
+        job = await newest_job(bot)
+        for _ in range(400):
+            current = await bot.queue.get(job.id)
+            if current.status is JobStatus.RUNNING and (current.progress_step or 0) >= 1:
+                break
+            await asyncio.sleep(0.05)
+        assert current.status is JobStatus.RUNNING
+    # The bot stopped the way SIGTERM stops it (ArtBot.close): the job went back on the queue.
+    from storage.db import open_db
+    from storage.jobs import JobStore
+
+    assert JobStore(open_db(bot_settings.db_path)).get(job.id).status is JobStatus.QUEUED
+    bot_settings.default_steps = 4
+    async with running_client(server, make_bot(bot_settings)) as bot:
+        message = await ix.wait_original(has_image, timeout=120)
+        done = await bot.queue.get(job.id)
+        assert done.status is JobStatus.SUCCEEDED and done.seeds == [4]
+        assert len(await bot.queue.images(job.id)) == 1
+    server.assert_clean()
+
+
+@pytest.mark.asyncio
+async def test_history_pages_with_buttons(server, bot_settings):
+    async with running_client(server, make_bot(bot_settings)) as bot:
+        for i in range(6):
+            await result(await draw(server, server.alice, f"fox number {i}", seed=i))
+        ix = await server.slash_command(server.alice, server.general, "history", {})
+        await ix.wait_response()
+        first = ix.original
+        assert "fox number 5" in first.embeds[0]["description"]
+        assert "fox number 0" not in first.embeds[0]["description"]
+        next_id = next(b["custom_id"] for b in first.buttons if b.get("label") == "Next")
+        page2 = await server.press_button(server.alice, first, next_id)
+        await page2.wait_response()
+        await server.wait_for(lambda: "fox number 0" in server.message(first.id).embeds[0]["description"],
+                              5, "page 2")
+        # Another member sees only their own (empty) history by default, and no other server's.
+        ix = await server.slash_command(server.bob, server.general, "history", {})
+        assert "No images yet" in (await ix.wait_response())["data"]["embeds"][0]["description"]
+    server.assert_clean()
