@@ -246,7 +246,7 @@ class ArtBot(commands.Bot):
             await self.submit_from_interaction(interaction,
                                                await self.variation_spec(job, idx, strength))
         elif action == "u":
-            await self.show_one_image(interaction, job, idx or 0)
+            await self.send_result(interaction, job, only=idx or 0)
         elif action == "remix":
             await interaction.response.send_modal(RemixModal(job, interaction.locale))
         elif action == "del":
@@ -255,22 +255,29 @@ class ArtBot(commands.Bot):
     async def remix(self, interaction: discord.Interaction, job: Job, prompt: str) -> None:
         await self.submit_from_interaction(interaction, build_reroll(self.settings, job, prompt=prompt))
 
-    async def show_one_image(self, interaction: discord.Interaction, job: Job, idx: int) -> None:
+    async def send_result(self, interaction: discord.Interaction, job: Job,
+                          only: int | None = None) -> None:
+        """Answer with a finished job's image(s) and working buttons (/job, U1-U4).
+
+        The message is linked to the job, so reactions on it work too; `only`
+        shows one image of a grid on its own.
+        """
         images = await self.queue.images(job.id)
-        if not 0 <= idx < len(images):
+        if only is not None and not 0 <= only < len(images):
             raise Refusal("job_not_image", job=job.id)
-        name = f"artbot-{job.id}-{idx + 1}.png"
+        shown = images if only is None else [images[only]]
+        name = f"artbot-{job.id}.png" if only is None else f"artbot-{job.id}-{only + 1}.png"
         await interaction.response.send_message(
             content=render.result_content(job),
-            embed=render.result_embed(job, [images[idx]], name),
-            file=render.result_file(job, images, self.images.root, only=idx),
-            view=result_view(job, 1, picked=idx),
+            embed=render.result_embed(job, shown, name),
+            file=render.result_file(job, images, self.images.root, only=only),
+            view=result_view(job, len(images), picked=only),
             allowed_mentions=discord.AllowedMentions.none(),
         )
         message = await interaction.original_response()
         await self.queue.run(lambda s: s.link_message(
             job.id, str(message.id), str(interaction.channel_id), guild_id=job.server_id,
-            via="interaction", image_idx=idx, primary=False))
+            via="interaction", image_idx=only, primary=False))
 
     def may_delete(self, job: Job, user_id: int, permissions: discord.Permissions | None) -> bool:
         if str(user_id) == job.user_id:

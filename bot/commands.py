@@ -15,7 +15,6 @@ from discord.app_commands import locale_str as _
 
 from bot import render
 from bot.i18n import t
-from bot.views import result_view
 from storage.jobs import JobStatus
 from worker.jobs import STRENGTHS, build_draw, build_vary, parse_size
 
@@ -129,19 +128,7 @@ def register_commands(bot: "ArtBot") -> None:
                                             step=job.progress_step, total=job.progress_total))
             await interaction.response.send_message(text, ephemeral=True)
             return
-        images = await bot.queue.images(job.id)
-        name = f"artbot-{job.id}.png"
-        await interaction.response.send_message(
-            content=render.result_content(job),
-            embed=render.result_embed(job, images, name),
-            file=render.result_file(job, images, bot.images.root),
-            view=result_view(job, len(images)),
-            allowed_mentions=discord.AllowedMentions.none(),
-        )
-        message = await interaction.original_response()
-        await bot.queue.run(lambda s: s.link_message(
-            job.id, str(message.id), str(interaction.channel_id), guild_id=job.server_id,
-            via="interaction", primary=False))
+        await bot.send_result(interaction, job)
 
     @tree.command(name=_("queue"), description=_("Your queued and running jobs"))
     async def queue_(interaction: discord.Interaction) -> None:
