@@ -13,6 +13,9 @@ from artbot.errors import UserError
 # family name -> "module:Class" whose `load(ref, device, dtype)` builds a Generator.
 FAMILIES: dict[str, str] = {
     "diffusion": "generators.diffusion.generator:DiffusionGenerator",
+    "gan": "generators.gan.generator:GANGenerator",
+    "vae": "generators.vae.generator:VAEGenerator",
+    "pixel-diffusion": "generators.pixel_diffusion.generator:PixelDiffusionGenerator",
 }
 
 

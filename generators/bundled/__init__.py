@@ -1,0 +1,42 @@
+"""Models that ship with artbot, and which family a model reference belongs to.
+
+Torch-free: the bot and the request builders use it to pick a family.
+
+The bundled models are folders next to this file (`emoji-diffusion/`,
+`emoji-gan/`, `emoji-vae/`), each with `config.json`, `model.safetensors`, a
+model card (`README.md`) and a sample grid (`samples.png`). They are trained
+by `artbot train` on the emoji set; each card gives the exact command.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BUNDLED_NAMES = ("emoji-diffusion", "emoji-gan", "emoji-vae")
+
+
+def bundled_path(name: str) -> Path | None:
+    """The folder of a bundled model, if `name` is one and it is installed."""
+    if name in BUNDLED_NAMES and (HERE / name / "config.json").is_file():
+        return HERE / name
+    return None
+
+
+def available() -> list[str]:
+    return [name for name in BUNDLED_NAMES if bundled_path(name) is not None]
+
+
+def family_of(model: str) -> str:
+    """'diffusion' (diffusers), or the family written in an artbot model folder's config.json."""
+    path = bundled_path(model) or Path(model).expanduser()
+    config = path / "config.json"
+    if path.is_dir() and config.is_file() and not (path / "model_index.json").exists():
+        try:
+            family = json.loads(config.read_text(encoding="utf-8")).get("family")
+        except (OSError, ValueError):
+            family = None
+        if isinstance(family, str) and family:
+            return family
+    return "diffusion"

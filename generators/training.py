@@ -1,0 +1,226 @@
+"""The training harness shared by the trainable families (GAN, VAE, pixel diffusion).
+
+    artbot train gan|vae|diffusion --data DIR|emoji --out DIR [--epochs N] [--size 64] [--resume] [--seed N]
+
+A family supplies a `Trainable` (its networks, optimisers, one training step,
+a sample grid, and the weights to ship); this module does the rest the same
+way for all of them: the data, the epoch loop in a seeded order, a progress
+bar, a sample grid PNG after every epoch, and after every epoch a checkpoint
+that `--resume` continues from.
+
+What lands in the output folder:
+
+    config.json          family, its model config, labels, how it was trained
+    model.safetensors    the weights used for drawing (for a GAN: the EMA generator)
+    training-state.pt    everything else --resume needs (all networks, optimisers, RNG)
+    samples/epoch-0003.png
+
+The folder is a model: `artbot draw PROMPT --model DIR`.
+
+Determinism: the same data, seed and command give the same weights on the
+same machine (seeded initialisation, seeded batch order, deterministic
+algorithms where torch has them).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from artbot.errors import UserError
+from generators.datasets import ImageDataset, image_grid, load_dataset
+
+log = logging.getLogger(__name__)
+
+# `artbot train` family name -> "module:function" returning a Trainable.
+TRAINERS = {
+    "gan": "generators.gan.train:make_trainable",
+    "vae": "generators.vae.train:make_trainable",
+    "diffusion": "generators.pixel_diffusion.train:make_trainable",
+}
+# The family name stored in config.json (and with each job) for each trainer.
+FAMILY_OF_TRAINER = {"gan": "gan", "vae": "vae", "diffusion": "pixel-diffusion"}
+
+
+@dataclass
+class Batch:
+    images: torch.Tensor  # (B, 3, S, S) in [-1, 1], on the training device
+    captions: list[str]
+    labels: torch.Tensor  # (B,) coarse labels (emoji category)
+    sublabels: torch.Tensor  # (B,) fine labels (emoji subcategory)
+
+
+class Trainable(Protocol):
+    #: Every network training updates, by name (all are checkpointed).
+    modules: dict[str, torch.nn.Module]
+    #: Every optimiser, by name (all are checkpointed).
+    optimizers: dict[str, torch.optim.Optimizer]
+    #: Images per training step.
+    batch_size: int
+
+    def train_step(self, batch: Batch) -> dict[str, float]:
+        """One optimisation step; returns a few numbers for the progress bar."""
+
+    def sample_grid(self, n: int, seed: int) -> torch.Tensor:
+        """(n, 3, S, S) in [-1, 1]: samples for the grid saved after each epoch."""
+
+    def export(self) -> tuple[dict[str, torch.Tensor], dict]:
+        """The weights used for drawing and the model config (JSON-able) that loads them."""
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def _load_trainer(kind: str) -> Callable[..., Trainable]:
+    try:
+        target = TRAINERS[kind]
+    except KeyError:
+        raise UserError(f"Cannot train {kind!r}: choose one of {', '.join(TRAINERS)}.") from None
+    module, _, fn = target.partition(":")
+    return getattr(importlib.import_module(module), fn)
+
+
+def save_model(out: Path, family: str, weights: dict[str, torch.Tensor], model_config: dict,
+               dataset: ImageDataset, training: dict, half: bool = False) -> None:
+    """Write config.json and model.safetensors (optionally in float16) atomically."""
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = {k: (v.detach().to(torch.float16) if half and v.is_floating_point() else v.detach())
+               .cpu().contiguous() for k, v in weights.items()}
+    tmp = out / "model.safetensors.tmp"
+    save_file(tensors, str(tmp), metadata={"family": family})
+    tmp.replace(out / "model.safetensors")
+    config = {
+        "family": family,
+        "model": model_config,
+        "labels": dataset.label_names,
+        "sublabels": dataset.sublabel_names,
+        "data": dataset.source,
+        "training": training,
+    }
+    tmp = out / "config.json.tmp"
+    tmp.write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
+    tmp.replace(out / "config.json")
+
+
+def load_model_files(folder: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(config, weights as float32) of a model folder written by `save_model`."""
+    folder = Path(folder)
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    weights = {k: (v.float() if v.is_floating_point() else v)
+               for k, v in load_file(str(folder / "model.safetensors")).items()}
+    return config, weights
+
+
+def train(
+    kind: str,
+    data: str,
+    out: str | Path,
+    *,
+    epochs: int,
+    size: int = 64,
+    seed: int = 0,
+    resume: bool = False,
+    device: str | torch.device = "cpu",
+    options: dict | None = None,
+    progress: bool = True,
+    dataset: ImageDataset | None = None,
+) -> Path:
+    """Train a `kind` model on `data` into the folder `out`. Returns the folder."""
+    out = Path(out)
+    if epochs < 1:
+        raise UserError("--epochs must be at least 1.")
+    if size % 8 or not 16 <= size <= 256:
+        raise UserError("--size must be a multiple of 8 between 16 and 256.")
+    state_path = out / "training-state.pt"
+    if out.exists() and any(out.iterdir()) and not resume and state_path.exists():
+        raise UserError(f"{out} already holds a training run: add --resume to continue it, "
+                        f"or choose another --out.")
+    if resume and not state_path.exists():
+        raise UserError(f"Nothing to resume in {out} (no training-state.pt).")
+
+    device = torch.device(device)
+    _seed_everything(seed)
+    dataset = dataset if dataset is not None else load_dataset(data, size)
+    options = dict(options or {})
+    trainable = _load_trainer(kind)(dataset, device=device, seed=seed, options=options)
+    start_epoch, step = 0, 0
+    if resume:
+        state = torch.load(state_path, map_location=device, weights_only=False)
+        for name, module in trainable.modules.items():
+            module.load_state_dict(state["modules"][name])
+        for name, opt in trainable.optimizers.items():
+            opt.load_state_dict(state["optimizers"][name])
+        start_epoch, step = state["epoch"], state["step"]
+        torch.set_rng_state(state["rng"])
+        if start_epoch >= epochs:
+            log.info("%s has already trained %d epochs", out, start_epoch)
+            return out
+    (out / "samples").mkdir(parents=True, exist_ok=True)
+
+    n = len(dataset)
+    bs = min(trainable.batch_size, n)
+    steps_per_epoch = n // bs
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=(epochs - start_epoch) * steps_per_epoch, unit="step", file=sys.stderr,
+                   desc=f"train {kind}", dynamic_ncols=True)
+    started = time.time()
+    for epoch in range(start_epoch, epochs):
+        for module in trainable.modules.values():
+            module.train()
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+        metrics: dict[str, float] = {}
+        for b in range(steps_per_epoch):
+            idx = order[b * bs:(b + 1) * bs]
+            batch = Batch(
+                images=dataset.images[idx].to(device),
+                captions=[dataset.captions[i] for i in idx.tolist()],
+                labels=dataset.labels[idx].to(device),
+                sublabels=dataset.sublabels[idx].to(device),
+            )
+            metrics = trainable.train_step(batch)
+            step += 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items()}, refresh=False)
+        for module in trainable.modules.values():
+            module.eval()
+        with torch.no_grad():
+            grid = trainable.sample_grid(32, seed)
+        image_grid(grid.cpu(), nrow=8).save(out / "samples" / f"epoch-{epoch + 1:04d}.png")
+        weights, model_config = trainable.export()
+        training = {
+            "trainer": kind, "epochs": epoch + 1, "steps": step, "seed": seed, "size": size,
+            "batch_size": bs, "device": str(device), "options": options,
+            "seconds": round(time.time() - started, 1) + (state.get("seconds", 0) if resume else 0),
+            "last_metrics": metrics,
+        }
+        save_model(out, FAMILY_OF_TRAINER[kind], weights, model_config, dataset, training)
+        torch.save({
+            "modules": {k: m.state_dict() for k, m in trainable.modules.items()},
+            "optimizers": {k: o.state_dict() for k, o in trainable.optimizers.items()},
+            "epoch": epoch + 1, "step": step, "rng": torch.get_rng_state(),
+            "seconds": training["seconds"],
+        }, out / "training-state.pt.tmp")
+        (out / "training-state.pt.tmp").replace(state_path)
+        log.info("epoch %d/%d done: %s", epoch + 1, epochs, metrics)
+    if bar is not None:
+        bar.close()
+    return out
