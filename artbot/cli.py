@@ -8,6 +8,8 @@
     artbot cancel JOB_ID
     artbot worker [--burst]
     artbot run                      # the Discord bot with a local worker
+    artbot train gan|vae|diffusion --data DIR|emoji --out DIR [--epochs N] [--size 64]
+                                    [--resume] [--seed N]
 
 `draw` and `vary` go through the same queue, worker and storage as the bot:
 the job is queued in the database, a worker in this process runs it (or a
@@ -279,6 +281,21 @@ def cmd_cancel(settings: Settings, args) -> int:
     return 0
 
 
+def cmd_train(settings: Settings, args) -> int:
+    from generators.device import pick_device
+    from generators.training import train
+
+    out = Path(args.out).expanduser()
+    device = pick_device(settings.device)
+    started = time.time()
+    print(f"training {args.kind} on {args.data} with {device} into {out}", file=sys.stderr)
+    train(args.kind, args.data, out, epochs=args.epochs, size=args.size, seed=args.seed,
+          resume=args.resume, device=device, holdout=args.holdout)
+    print(f"{out}: trained in {time.time() - started:.0f}s; sample grids in {out / 'samples'}")
+    print(f"draw with: artbot draw \"a red heart\" --model {out}")
+    return 0
+
+
 def cmd_run(settings: Settings, args) -> int:
     if not settings.discord_token:
         print("error: DISCORD_TOKEN is not set: put the bot token from the Discord developer "
@@ -383,6 +400,22 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Cancel a job: a queued one at once, a running one at its next step.")
     p.add_argument("job_id", type=_positive_int)
     p.set_defaults(func=cmd_cancel)
+
+    p = sub.add_parser("train", help="train a GAN, VAE or small diffusion model on your images",
+                       description="Train a model on a folder of images (subfolders become "
+                       "labels, file names captions) or on the emoji set (fetched with npm once). "
+                       "Writes config.json, model.safetensors, a sample grid per epoch and a "
+                       "resumable checkpoint to --out; the folder is then usable as --model.")
+    p.add_argument("kind", choices=["gan", "vae", "diffusion"], help="what to train")
+    p.add_argument("--data", required=True, help="a folder of images, or 'emoji'")
+    p.add_argument("--out", required=True, help="folder for the model")
+    p.add_argument("--epochs", type=_positive_int, default=10, help="passes over the data (default 10)")
+    p.add_argument("--size", type=_positive_int, default=64, help="image size in pixels (default 64)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--seed", type=_positive_int, default=0, help="seed; the same seed gives the same model")
+    p.add_argument("--holdout", type=float, default=0.0,
+                   help="share of the images kept out of training, for held-out metrics (default 0)")
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("run", help="run the Discord bot with a local worker",
                        description="Run the Discord bot and a local worker in one process. "

@@ -212,7 +212,8 @@ class ArtBot(commands.Bot):
         record = await self.image_of(job, idx)
         return build_variation_of(self.settings, job, record.sha256,
                                   (record.width, record.height),
-                                  strength=STRENGTHS[strength], prompt=prompt)
+                                  strength=STRENGTHS[strength], prompt=prompt,
+                                  image_seed=record.seed)
 
     async def store_upload(self, attachment: discord.Attachment) -> tuple[str, tuple[int, int]]:
         """Check, read and store an uploaded image; return (sha256, size)."""

@@ -16,7 +16,7 @@ from discord.app_commands import locale_str as _
 from bot import render
 from bot.i18n import t
 from storage.jobs import JobStatus
-from worker.jobs import STRENGTHS, build_draw, build_vary, parse_size
+from worker.jobs import STRENGTHS, build_draw, build_vary, model_choices, parse_size
 
 if TYPE_CHECKING:  # pragma: no cover
     from bot.client import ArtBot
@@ -39,7 +39,7 @@ def register_commands(bot: "ArtBot") -> None:
     settings = bot.settings
 
     async def model_autocomplete(interaction: discord.Interaction, current: str):
-        names = [settings.default_model, *settings.models]
+        names = model_choices(settings)
         current = current.lower()
         return [app_commands.Choice(name=render.short_model(n)[:100], value=n[:100])
                 for n in dict.fromkeys(names) if current in n.lower()][:25]

@@ -139,6 +139,7 @@ def train(
     options: dict | None = None,
     progress: bool = True,
     dataset: ImageDataset | None = None,
+    holdout: float = 0.0,
 ) -> Path:
     """Train a `kind` model on `data` into the folder `out`. Returns the folder."""
     out = Path(out)
@@ -156,6 +157,10 @@ def train(
     device = torch.device(device)
     _seed_everything(seed)
     dataset = dataset if dataset is not None else load_dataset(data, size)
+    if holdout:
+        # Keep a fixed slice out of training (split seed 0), for held-out metrics.
+        dataset, _ = dataset.split(holdout, seed=0)
+        dataset.source["holdout"] = holdout
     options = dict(options or {})
     trainable = _load_trainer(kind)(dataset, device=device, seed=seed, options=options)
     start_epoch, step = 0, 0

@@ -19,6 +19,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from artbot.config import Settings
 from artbot.errors import InvalidRequest
+from generators.bundled import available, family_of, native_size
 from storage.jobs import Job, JobStatus  # noqa: F401  (re-exported for callers)
 
 SEED_LIMIT = 2**32  # seeds are 0 .. 2**32 - 1
@@ -56,6 +57,11 @@ class JobSpec:
             "strength": p.get("strength"),
         }
         return json.dumps(key, sort_keys=True)
+
+
+def model_choices(settings: Settings) -> list[str]:
+    """Model names to offer: the default, the configured short names, the bundled models."""
+    return list(dict.fromkeys([settings.default_model, *settings.models, *available()]))
 
 
 def parse_size(text: str | None, settings: Settings) -> tuple[int, int]:
@@ -115,7 +121,7 @@ def build_draw(
     guidance: float | None = None,
     size: str | None = None,
     count: int = 1,
-    generator: str = "diffusion",
+    generator: str | None = None,
     parent_id: int | None = None,
 ) -> JobSpec:
     prompt = (prompt or "").strip()
@@ -124,12 +130,17 @@ def build_draw(
     steps = settings.default_steps if steps is None else int(steps)
     guidance = DEFAULT_GUIDANCE if guidance is None else float(guidance)
     _check_common(settings, prompt=prompt, steps=steps, guidance=guidance, count=count)
+    model = settings.resolve_model(model)
+    generator = generator or family_of(model)
+    native = native_size(model) if generator != "diffusion" else None
+    if native and (size is None or not str(size).strip()):
+        size = f"{native}x{native}"  # an artbot-trained model draws at its own size
     width, height = parse_size(size, settings)
     seeds = pick_seeds(seed, count)
     return JobSpec(
         kind="draw",
         generator=generator,
-        model=settings.resolve_model(model),
+        model=model,
         params={
             "prompt": prompt,
             "negative_prompt": (negative_prompt or "").strip(),
@@ -158,8 +169,9 @@ def build_vary(
     steps: int | None = None,
     guidance: float | None = None,
     count: int = 1,
-    generator: str = "diffusion",
+    generator: str | None = None,
     parent_id: int | None = None,
+    options: dict[str, Any] | None = None,
 ) -> JobSpec:
     """A variation of a stored image. The output has the input's size, rounded
     down to a multiple of 8 and scaled down to fit `settings.max_size`."""
@@ -177,10 +189,11 @@ def build_vary(
         )
     width, height = fit_size(*init_size, settings.max_size)
     seeds = pick_seeds(seed, count)
+    model = settings.resolve_model(model)
     return JobSpec(
         kind="vary",
-        generator=generator,
-        model=settings.resolve_model(model),
+        generator=generator or family_of(model),
+        model=model,
         params={
             "prompt": prompt,
             "negative_prompt": (negative_prompt or "").strip(),
@@ -192,6 +205,7 @@ def build_vary(
             "seed": seeds[0],
             "strength": strength,
             "init_image": init_image_sha,
+            **({"options": dict(options)} if options else {}),
         },
         seeds=seeds,
         parent_id=parent_id,
@@ -254,6 +268,7 @@ def build_reroll(settings: Settings, job: Job, *, prompt: str | None = None) -> 
             count=p.get("count", len(job.seeds)),
             generator=job.generator,
             parent_id=job.id,
+            options=p.get("options"),
         )
     if job.kind != "draw":
         raise InvalidRequest(f"A {job.kind} job cannot be rerolled.")
@@ -279,8 +294,13 @@ def build_variation_of(
     *,
     strength: float,
     prompt: str | None = None,
+    image_seed: int | None = None,
 ) -> JobSpec:
-    """A variation of one image of `job`, with the job's prompt and model; one image."""
+    """A variation of one image of `job`, with the job's prompt and model; one image.
+
+    `image_seed` (the seed that made that image) lets latent-space families
+    (the GAN) vary around the image's own latent instead of its pixels.
+    """
     p = job.params
     return build_vary(
         settings,
@@ -295,4 +315,5 @@ def build_variation_of(
         count=1,
         generator=job.generator,
         parent_id=job.id,
+        options={"source_seed": image_seed} if image_seed is not None else None,
     )

@@ -28,15 +28,26 @@ def available() -> list[str]:
     return [name for name in BUNDLED_NAMES if bundled_path(name) is not None]
 
 
-def family_of(model: str) -> str:
-    """'diffusion' (diffusers), or the family written in an artbot model folder's config.json."""
+def _config(model: str) -> dict | None:
     path = bundled_path(model) or Path(model).expanduser()
     config = path / "config.json"
     if path.is_dir() and config.is_file() and not (path / "model_index.json").exists():
         try:
-            family = json.loads(config.read_text(encoding="utf-8")).get("family")
+            data = json.loads(config.read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            family = None
-        if isinstance(family, str) and family:
-            return family
-    return "diffusion"
+            return None
+        return data if isinstance(data, dict) else None
+    return None
+
+
+def native_size(model: str) -> int | None:
+    """The image size an artbot-trained model draws at (its training size), if it is one."""
+    config = _config(model)
+    size = ((config or {}).get("training") or {}).get("size")
+    return int(size) if isinstance(size, (int, float)) else None
+
+
+def family_of(model: str) -> str:
+    """'diffusion' (diffusers), or the family written in an artbot model folder's config.json."""
+    family = (_config(model) or {}).get("family")
+    return family if isinstance(family, str) and family else "diffusion"

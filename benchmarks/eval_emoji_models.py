@@ -1,0 +1,225 @@
+"""Quality and speed of the emoji models, measured for their model cards.
+
+    .venv/bin/python benchmarks/eval_emoji_models.py \\
+        --diffusion generators/bundled/emoji-diffusion --gan generators/bundled/emoji-gan \\
+        --vae generators/bundled/emoji-vae --json docs/models/emoji-metrics.json
+
+1. A small CNN learns the 9 emoji categories from 90% of the emoji set (split
+   seed 0); its accuracy on the other 10% says how far to trust step 2.
+2. Prompt adherence (GAN, diffusion): for each category, 12 captions drawn at
+   random (seed 0) become prompts ("red heart"); one image each; the share the
+   classifier puts in the prompt's category. Chance is about 1 in 9.
+3. Diversity (GAN, diffusion): mean pairwise distance (RMS over pixels in
+   [0, 1]) of 16 samples of one prompt, over that of 16 real images of the
+   prompt's subcategory. Near 0: one image over and over; near 1: as varied as
+   the real thing.
+4. VAE: reconstruction PSNR on the images held out of its training.
+5. Speed: images per second on this machine's CPU, batches of 16.
+
+It also writes each model's `samples.png` (8 prompts x 4 seeds; the VAE adds
+reconstructions and an interpolation) next to its weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import random
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from generators.base import GenerationRequest, Task  # noqa: E402
+from generators.datasets import image_grid, load_dataset, to_tensor  # noqa: E402
+from generators.registry import load_generator  # noqa: E402
+
+PROMPTS = ["red heart", "green apple", "smiling face", "cat", "pizza", "flag japan", "sun", "rocket"]
+DIVERSITY_PROMPTS = ["red heart", "grinning face", "cat face", "pizza", "flag germany", "rocket"]
+
+
+class CategoryNet(nn.Module):
+    """A small CNN: (B, 3, 64, 64) in [-1, 1] -> 9 category logits."""
+
+    def __init__(self, n_classes: int):
+        super().__init__()
+        layers, c = [], 3
+        for width in (32, 64, 128, 128):
+            layers += [nn.Conv2d(c, width, 3, stride=2, padding=1), nn.BatchNorm2d(width), nn.ReLU()]
+            c = width
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(c, n_classes)
+
+    def forward(self, x):
+        return self.head(self.features(x).mean(dim=(2, 3)))
+
+
+def train_classifier(train, held, epochs: int = 8):
+    torch.manual_seed(0)
+    net = CategoryNet(len(train.label_names))
+    opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-4)
+    n = len(train)
+    for epoch in range(epochs):
+        net.train()
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(epoch))
+        for i in range(0, n - 63, 64):
+            idx = order[i:i + 64]
+            x = train.images[idx]
+            # Small shifts so generated images, which are rarely centred exactly, still read.
+            dx, dy = random.Random(i + epoch).randint(-4, 4), random.Random(i * 7 + epoch).randint(-4, 4)
+            x = torch.roll(x, shifts=(dy, dx), dims=(2, 3))
+            loss = F.cross_entropy(net(x), train.labels[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    net.eval()
+    with torch.no_grad():
+        acc = (net(held.images).argmax(1) == held.labels).float().mean().item()
+    return net, acc
+
+
+def generate(gen, prompt: str, seeds: list[int], size: int = 64, steps: int = 30,
+             guidance: float = 3.0):
+    req = GenerationRequest(task=Task.DRAW, seeds=seeds, prompt=prompt, width=size, height=size,
+                            steps=steps, guidance=guidance)
+    return gen.generate(req).images
+
+
+def as_tensor(images: list[Image.Image]) -> torch.Tensor:
+    return torch.stack([to_tensor(im, 64) for im in images])
+
+
+def mean_pairwise(x: torch.Tensor) -> float:
+    x = (x.flatten(1) + 1) / 2
+    d = torch.cdist(x, x) / math.sqrt(x.shape[1])
+    n = x.shape[0]
+    return (d.sum() / (n * (n - 1))).item()
+
+
+def adherence(gen, data, net, per_category: int = 12, **kw) -> dict:
+    rng = random.Random(0)
+    hits, total, per = 0, 0, {}
+    for c, name in enumerate(data.label_names):
+        idx = [i for i in range(len(data)) if int(data.labels[i]) == c]
+        chosen = rng.sample(idx, min(per_category, len(idx)))
+        prompts = [data.captions[i].split(",")[0] for i in chosen]
+        images = []
+        for j, prompt in enumerate(prompts):
+            images += generate(gen, prompt, [1000 + j], **kw)
+        with torch.no_grad():
+            pred = net(as_tensor(images)).argmax(1)
+        ok = int((pred == c).sum())
+        per[name] = round(ok / len(prompts), 3)
+        hits, total = hits + ok, total + len(prompts)
+    return {"hit_rate": round(hits / total, 3), "prompts": total, "per_category": per,
+            "chance": round(1 / len(data.label_names), 3)}
+
+
+def diversity(gen, data, **kw) -> dict:
+    out = {}
+    for prompt in DIVERSITY_PROMPTS:
+        samples = as_tensor(generate(gen, prompt, list(range(16)), **kw))
+        match = next((i for i, cap in enumerate(data.captions) if cap.startswith(prompt)), None)
+        if match is None:
+            continue
+        sub = int(data.sublabels[match])
+        real_idx = [i for i in range(len(data)) if int(data.sublabels[i]) == sub][:16]
+        real = data.images[real_idx]
+        out[prompt] = {"samples": round(mean_pairwise(samples), 4), "real": round(mean_pairwise(real), 4),
+                       "ratio": round(mean_pairwise(samples) / max(mean_pairwise(real), 1e-6), 3)}
+    ratios = [v["ratio"] for v in out.values()]
+    return {"mean_ratio": round(sum(ratios) / len(ratios), 3), "prompts": out}
+
+
+def speed(gen, **kw) -> float:
+    generate(gen, "red heart", [0, 1], **kw)  # warm up
+    t = time.perf_counter()
+    generate(gen, "red heart", list(range(16)), **kw)
+    return round(16 / (time.perf_counter() - t), 2)
+
+
+def sample_sheet(gen, folder: Path, **kw) -> None:
+    rows = [as_tensor(generate(gen, p, [1, 2, 3, 4], **kw)) for p in PROMPTS]
+    image_grid(torch.cat(rows), nrow=8).save(folder / "samples.png")
+
+
+def vae_metrics(gen, data, folder: Path) -> dict:
+    config = json.loads((folder / "config.json").read_text())
+    holdout = config.get("data", {}).get("holdout")
+    if not holdout:
+        return {"psnr": None, "note": "trained without a held-out split"}
+    _, held = data.split(holdout, seed=0)
+    psnrs = []
+    for i in range(len(held)):
+        img = Image.fromarray(((held.images[i].permute(1, 2, 0) + 1) * 127.5).round().byte().numpy())
+        req = GenerationRequest(task=Task.VARY, seeds=[0], init_image=img, strength=0.0,
+                                width=64, height=64)
+        out = to_tensor(gen.generate(req).images[0], 64)
+        mse = F.mse_loss((out + 1) / 2, (held.images[i] + 1) / 2).item()
+        psnrs.append(10 * math.log10(1 / max(mse, 1e-10)))
+    # Reconstructions and an interpolation for the sample sheet.
+    picks = [held.images[i] for i in range(8)]
+    pil = [Image.fromarray(((p.permute(1, 2, 0) + 1) * 127.5).round().byte().numpy()) for p in picks]
+    recon = [gen.generate(GenerationRequest(task=Task.VARY, seeds=[0], init_image=im, strength=0.0,
+                                            width=64, height=64)).images[0] for im in pil]
+    extra = [torch.stack(picks), as_tensor(recon)]
+    if hasattr(gen, "interpolate"):
+        extra.append(as_tensor(gen.interpolate(pil[0], pil[1], 8)))
+    rows = [as_tensor(generate(gen, p, [1, 2, 3, 4])) for p in PROMPTS[:4]]
+    image_grid(torch.cat(rows + extra), nrow=8).save(folder / "samples.png")
+    return {"psnr_db": round(sum(psnrs) / len(psnrs), 2), "held_out_images": len(held)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--diffusion")
+    ap.add_argument("--gan")
+    ap.add_argument("--vae")
+    ap.add_argument("--json", default="docs/models/emoji-metrics.json")
+    args = ap.parse_args()
+    torch.set_num_threads(os.cpu_count() or 1)
+    data = load_dataset("emoji", 64)
+    train, held = data.split(0.1, seed=0)
+    t = time.time()
+    net, acc = train_classifier(train, held)
+    results: dict = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, CPU only; "
+                   f"torch {torch.__version__}",
+        "classifier": {"held_out_accuracy": round(acc, 3), "train_images": len(train),
+                       "held_out_images": len(held), "seconds": round(time.time() - t, 1)},
+    }
+    print(f"category classifier: held-out accuracy {acc:.3f}", flush=True)
+    cpu = torch.device("cpu")
+    for key, family in (("diffusion", "pixel-diffusion"), ("gan", "gan"), ("vae", "vae")):
+        folder = getattr(args, key)
+        if not folder:
+            continue
+        folder = Path(folder)
+        gen = load_generator(family, str(folder), cpu, torch.float32)
+        entry: dict = {"model": folder.name}
+        kw = {"steps": 30, "guidance": 3.0} if key == "diffusion" else {}
+        entry["images_per_second_cpu"] = speed(gen, **kw)
+        if key == "vae":
+            entry.update(vae_metrics(gen, data, folder))
+        else:
+            entry["adherence"] = adherence(gen, data, net, **kw)
+            entry["diversity"] = diversity(gen, data, **kw)
+            sample_sheet(gen, folder, **kw)
+        results[key] = entry
+        print(key, json.dumps(entry), flush=True)
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(results, indent=2), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
