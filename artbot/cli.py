@@ -3,6 +3,10 @@
     artbot draw PROMPT [--model M] [--negative TEXT] [--seed N] [--steps N]
                        [--guidance F] [--size WxH] [--count N] [--out PATH]
     artbot vary IMAGE [--strength F] [--prompt TEXT] [--seed N] [--model M] [--out PATH]
+    artbot stylize CONTENT (--style IMAGE | --preset NAME | --prompt TEXT)
+                   [--method gatys|adain|diffusion] [--size N] [--steps N] [--strength F]
+                   [--seed N] [--out PATH]
+    artbot preset add NAME IMAGE | list | remove NAME
     artbot history [--limit N]
     artbot jobs
     artbot cancel JOB_ID
@@ -135,6 +139,9 @@ async def _run_job(settings: Settings, spec, out: str | None, state: dict) -> in
             shutil.copyfile(store.root / record.path, path)
             print(f"{path}  seed {record.seed}  {record.width}x{record.height}")
         print(f"job {job.id} done in {current.run_seconds:.1f}s with {current.model}", file=sys.stderr)
+        note = current.params.get("note")
+        if note:
+            print(f"note: {note}", file=sys.stderr)
         return 0
     finally:
         await queue.close()
@@ -201,6 +208,82 @@ def cmd_vary(settings: Settings, args) -> int:
     sha, _ = ImageStore(settings.image_dir).put_bytes(encode_png(image))
     spec.params["init_image"] = sha
     return _run_spec(settings, spec, args.out)
+
+
+def _store_input_image(settings: Settings, path_text: str, what: str) -> tuple[str, tuple[int, int]]:
+    """Read an image file given on the command line into the store: (sha256, size)."""
+    from storage.images import ImageStore, encode_png
+    from worker.jobs import read_input_image
+
+    path = Path(path_text).expanduser()
+    if not path.is_file():
+        raise InvalidRequest(f"{what} {path_text} does not exist or is not a file.")
+    image = read_input_image(path.read_bytes(), name=str(path_text))
+    sha, _ = ImageStore(settings.image_dir).put_bytes(encode_png(image))
+    return sha, image.size
+
+
+def cmd_stylize(settings: Settings, args) -> int:
+    from worker.jobs import build_stylize
+
+    _check_out(args.out)
+    given = [x for x in (args.style, args.preset, args.prompt) if x]
+    if len(given) != 1:
+        raise InvalidRequest("Give exactly one of --style IMAGE, --preset NAME or --prompt TEXT.")
+    content_path = Path(args.content).expanduser()
+    if not content_path.is_file():
+        raise InvalidRequest(f"Content image {args.content} does not exist or is not a file.")
+    from worker.jobs import read_input_image
+
+    content = read_input_image(content_path.read_bytes(), name=str(args.content))
+    style_sha = None
+    if args.style:
+        style_path = Path(args.style).expanduser()
+        if not style_path.is_file():
+            raise InvalidRequest(f"Style image {args.style} does not exist or is not a file.")
+        read_input_image(style_path.read_bytes(), name=str(args.style))
+    elif args.preset:
+        preset = _store(settings).preset(None, args.preset)
+        if preset is None:
+            raise InvalidRequest(f"There is no preset {args.preset!r}; see: artbot preset list")
+        style_sha = preset["image_sha"]
+    # Check every option before anything is stored.
+    build_stylize(settings, content_sha="0" * 64, content_size=content.size,
+                  style_sha=style_sha or ("0" * 64 if args.style else None), prompt=args.prompt,
+                  method=args.method, size=args.size, steps=args.steps, strength=args.strength,
+                  seed=args.seed, keep_colors=args.keep_colors, model=args.model)
+    content_sha, _ = _store_input_image(settings, args.content, "Content image")
+    if args.style:
+        style_sha, _ = _store_input_image(settings, args.style, "Style image")
+    spec = build_stylize(settings, content_sha=content_sha, content_size=content.size,
+                         style_sha=style_sha, prompt=args.prompt, method=args.method,
+                         size=args.size, steps=args.steps, strength=args.strength, seed=args.seed,
+                         keep_colors=args.keep_colors, model=args.model, preset=args.preset)
+    return _run_spec(settings, spec, args.out)
+
+
+def cmd_preset(settings: Settings, args) -> int:
+    store = _store(settings)
+    if args.action == "list":
+        presets = store.presets(None)
+        if not presets:
+            print("No presets. Add one: artbot preset add NAME IMAGE")
+        for p in presets:
+            print(f"{p['name']:24} {p['image_sha'][:12]}  {_when(p['created_at'])}")
+        return 0
+    if not args.name:
+        raise InvalidRequest(f"preset {args.action} needs a NAME.")
+    if args.action == "add":
+        if not args.image:
+            raise InvalidRequest("preset add needs NAME and IMAGE.")
+        sha, _ = _store_input_image(settings, args.image, "Style image")
+        store.save_preset(None, args.name, sha, _local_user())
+        print(f"preset {args.name} saved")
+        return 0
+    if not store.delete_preset(None, args.name):
+        raise InvalidRequest(f"There is no operator-wide preset {args.name!r}.")
+    print(f"preset {args.name} removed")
+    return 0
 
 
 def _when(ts: float | None) -> str:
@@ -386,6 +469,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=_positive_int, default=1, help="how many variations (default 1)")
     p.add_argument("--out", help="output PNG path")
     p.set_defaults(func=cmd_vary)
+
+    p = sub.add_parser("stylize", help="restyle an image: like a style image, a preset, or a prompt",
+                       description="Neural style transfer: gatys (optimisation, works with no "
+                       "downloads), adain (fast; needs VGG-19 and decoder weights), or diffusion "
+                       "(restyle by a text prompt).")
+    p.add_argument("content", help="the image to restyle")
+    p.add_argument("--style", help="a style image")
+    p.add_argument("--preset", help="a saved style preset (artbot preset list)")
+    p.add_argument("--prompt", help="a style described in words (method diffusion)")
+    p.add_argument("--method", choices=["gatys", "adain", "diffusion"],
+                   help="default: gatys with a style image, diffusion with a prompt")
+    p.add_argument("--size", type=_positive_int, help="longest side of the result (default 256)")
+    p.add_argument("--steps", type=_positive_int,
+                   help="gatys: optimisation steps (default 100); diffusion: denoising steps")
+    p.add_argument("--strength", type=float,
+                   help="gatys: style weight (default 1, up to 10); adain: alpha 0..1; diffusion: 0..1")
+    p.add_argument("--keep-colors", action="store_true", help="keep the content's colours")
+    p.add_argument("--model", help="diffusion method: the model (default: the default model)")
+    p.add_argument("--seed", type=_positive_int, help="seed")
+    p.add_argument("--out", help="output PNG path")
+    p.set_defaults(func=cmd_stylize)
+
+    p = sub.add_parser("preset", help="operator-wide style presets for stylize",
+                       description="Named style images usable as --preset (and in every Discord "
+                       "server's /stylize).")
+    p.add_argument("action", choices=["add", "list", "remove"])
+    p.add_argument("name", nargs="?")
+    p.add_argument("image", nargs="?")
+    p.set_defaults(func=cmd_preset)
 
     p = sub.add_parser("history", help="list recent jobs with their prompts and seeds",
                        description="List recent jobs: prompt, model, the seed of each image, status, time.")

@@ -75,6 +75,13 @@ class Settings:
     max_steps: int = 150
     # Most images one job may make.
     max_count: int = 4
+    # Style transfer: VGG-19 ImageNet weights (torchvision's file) and an AdaIN
+    # decoder. Without VGG weights (and no network to fetch them once), gatys runs
+    # on random weights and says so; adain refuses.
+    vgg19_weights: str | None = None
+    adain_decoder: str | None = None
+    # Largest side of a style-transfer result, in pixels.
+    max_style_size: int = 512
     # Discord connection. The token is a secret: environment only.
     discord_token: str | None = field(default=None, repr=False)
     discord_api_base: str | None = None

@@ -16,7 +16,14 @@ from discord.app_commands import locale_str as _
 from bot import render
 from bot.i18n import t
 from storage.jobs import JobStatus
-from worker.jobs import STRENGTHS, build_draw, build_vary, model_choices, parse_size
+from worker.jobs import (
+    STRENGTHS,
+    build_draw,
+    build_stylize,
+    build_vary,
+    model_choices,
+    parse_size,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from bot.client import ArtBot
@@ -107,6 +114,100 @@ def register_commands(bot: "ArtBot") -> None:
         else:
             raise Refusal("vary_needs_source")
         await bot.submit_from_interaction(interaction, spec)
+
+    async def preset_autocomplete(interaction: discord.Interaction, current: str):
+        guild = str(interaction.guild_id) if interaction.guild_id else None
+        presets = await bot.queue.run(lambda s: s.presets(guild))
+        return [app_commands.Choice(name=p["name"], value=p["name"])
+                for p in presets if current.lower() in p["name"].lower()][:25]
+
+    @tree.command(name=_("stylize"), description=_("Restyle an image like a style image, a preset or words"))
+    @app_commands.describe(
+        image=_("The image to restyle"), style=_("An image whose style to copy"),
+        preset=_("A style saved by the server's admins"), prompt=_("A style in words (diffusion)"),
+        method=_("gatys: careful, slower; adain: fast; diffusion: by words"),
+        strength=_("How strong the style is"), size=_("Longest side of the result in pixels"),
+    )
+    @app_commands.rename(image=_("image"), style=_("style"), preset=_("preset"), prompt=_("prompt"),
+                         method=_("method"), strength=_("strength"), size=_("size"))
+    @app_commands.choices(method=[app_commands.Choice(name="gatys", value="gatys"),
+                                  app_commands.Choice(name="adain", value="adain"),
+                                  app_commands.Choice(name="diffusion", value="diffusion")])
+    @app_commands.autocomplete(preset=preset_autocomplete)
+    async def stylize(
+        interaction: discord.Interaction,
+        image: discord.Attachment,
+        style: Optional[discord.Attachment] = None,
+        preset: Optional[str] = None,
+        prompt: Optional[app_commands.Range[str, 1, 500]] = None,
+        method: Optional[app_commands.Choice[str]] = None,
+        strength: Optional[app_commands.Range[float, 0.05, 10.0]] = None,
+        size: Optional[app_commands.Range[int, 32, 1024]] = None,
+    ) -> None:
+        from bot.client import Refusal
+
+        if sum(x is not None for x in (style, preset, prompt)) != 1:
+            raise Refusal("stylize_one_style")
+        content_sha, content_size = await bot.store_upload(image)
+        style_sha = None
+        if style is not None:
+            style_sha, _ = await bot.store_upload(style)
+        elif preset is not None:
+            guild = str(interaction.guild_id) if interaction.guild_id else None
+            saved = await bot.queue.run(lambda s: s.preset(guild, preset))
+            if saved is None:
+                raise Refusal("preset_unknown", name=preset)
+            style_sha = saved["image_sha"]
+        spec = build_stylize(settings, content_sha=content_sha, content_size=content_size,
+                             style_sha=style_sha, prompt=prompt,
+                             method=method.value if method else None, size=size,
+                             strength=strength, preset=preset)
+        await bot.submit_from_interaction(interaction, spec)
+
+    presets = app_commands.Group(name=_("preset"), description=_("Style presets for /stylize"),
+                                 guild_only=True)
+
+    def require_manage_server(interaction: discord.Interaction) -> None:
+        from bot.client import Refusal
+
+        perms = interaction.permissions
+        if not (perms.manage_guild or perms.administrator):
+            raise Refusal("needs_manage_server")
+
+    @presets.command(name=_("add"), description=_("Save a style image under a name"))
+    @app_commands.describe(name=_("Name of the preset"), image=_("The style image"))
+    @app_commands.rename(name=_("name"), image=_("image"))
+    async def preset_add(interaction: discord.Interaction, name: app_commands.Range[str, 1, 40],
+                         image: discord.Attachment) -> None:
+        require_manage_server(interaction)
+        sha, _ = await bot.store_upload(image)
+        guild = str(interaction.guild_id)
+        await bot.queue.run(lambda s: s.save_preset(guild, name, sha, str(interaction.user.id)))
+        await interaction.response.send_message(t("preset_saved", interaction.locale, name=name),
+                                                ephemeral=True)
+
+    @presets.command(name=_("list"), description=_("The style presets of this server"))
+    async def preset_list(interaction: discord.Interaction) -> None:
+        guild = str(interaction.guild_id)
+        saved = await bot.queue.run(lambda s: s.presets(guild))
+        text = ", ".join(p["name"] for p in saved) if saved else t("preset_none", interaction.locale)
+        await interaction.response.send_message(text, ephemeral=True)
+
+    @presets.command(name=_("remove"), description=_("Remove a style preset"))
+    @app_commands.describe(name=_("Name of the preset"))
+    @app_commands.rename(name=_("name"))
+    @app_commands.autocomplete(name=preset_autocomplete)
+    async def preset_remove(interaction: discord.Interaction, name: str) -> None:
+        from bot.client import Refusal
+
+        require_manage_server(interaction)
+        guild = str(interaction.guild_id)
+        if not await bot.queue.run(lambda s: s.delete_preset(guild, name)):
+            raise Refusal("preset_unknown", name=name)
+        await interaction.response.send_message(t("preset_removed", interaction.locale, name=name),
+                                                ephemeral=True)
+
+    tree.add_command(presets)
 
     @tree.command(name=_("history"), description=_("Your recent images, with prompts and seeds"))
     @app_commands.describe(user=_("Whose history (default: yours)"))

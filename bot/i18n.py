@@ -52,6 +52,28 @@ COMMAND_ZH: dict[str, str] = {
     "Job id (the number shown with each result)": "作品编号（每个结果旁显示的数字）",
     "Your queued and running jobs": "你排队中和进行中的任务",
     "How to use artbot": "如何使用 artbot",
+    "stylize": "风格化",
+    "preset": "预设",
+    "style": "风格",
+    "method": "方法",
+    "add": "添加",
+    "list": "列表",
+    "remove": "删除",
+    "name": "名称",
+    "Restyle an image like a style image, a preset or words": "按风格图片、预设或文字描述为图片换风格",
+    "The image to restyle": "要换风格的图片",
+    "An image whose style to copy": "要模仿其风格的图片",
+    "A style saved by the server's admins": "服务器管理员保存的风格",
+    "A style in words (diffusion)": "用文字描述的风格（扩散模型）",
+    "gatys: careful, slower; adain: fast; diffusion: by words": "gatys：细致较慢；adain：快速；diffusion：按文字",
+    "How strong the style is": "风格的强度",
+    "Longest side of the result in pixels": "结果最长边的像素数",
+    "Style presets for /stylize": "/stylize 的风格预设",
+    "Save a style image under a name": "以名称保存一张风格图片",
+    "Name of the preset": "预设名称",
+    "The style image": "风格图片",
+    "The style presets of this server": "本服务器的风格预设",
+    "Remove a style preset": "删除一个风格预设",
     # choices
     "Subtle": "轻微",
     "Strong": "强烈",
@@ -97,6 +119,18 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "{name} is {size} MB; images up to {limit} MB are accepted.",
         "zh": "{name} 大小为 {size} MB，只接受 {limit} MB 以内的图片。",
     },
+    "stylize_one_style": {
+        "en": "Give one style: a style image, a preset, or a prompt.",
+        "zh": "请只给出一种风格：风格图片、预设或文字描述。",
+    },
+    "preset_unknown": {"en": "There is no preset called {name}.", "zh": "没有名为 {name} 的预设。"},
+    "preset_saved": {"en": "Preset {name} saved.", "zh": "预设 {name} 已保存。"},
+    "preset_removed": {"en": "Preset {name} removed.", "zh": "预设 {name} 已删除。"},
+    "preset_none": {"en": "No presets yet.", "zh": "还没有预设。"},
+    "needs_manage_server": {
+        "en": "Only members who can manage this server can do that.",
+        "zh": "只有能管理本服务器的成员才能这样做。",
+    },
     "history_title": {"en": "Recent images of {user}", "zh": "{user} 最近的作品"},
     "history_empty": {"en": "No images yet. Try /draw.", "zh": "还没有作品，试试 /draw。"},
     "history_page": {"en": "Page {page} of {pages}", "zh": "第 {page}/{pages} 页"},
@@ -129,6 +163,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": (
             "**/draw** `prompt` draws images; add `count` for a 2×2 grid, `seed` to repeat one.\n"
             "**/vary** an uploaded image or an earlier job (id or message link), subtle or strong.\n"
+            "**/stylize** an image like a style image, an admin's preset, or a style in words.\n"
             "**/history** your recent images with prompts, seeds and links.\n"
             "**/job** `id` brings an old result back with working buttons.\n"
             "**/queue** your queued and running jobs.\n\n"
@@ -139,6 +174,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "zh": (
             "**/draw** `提示词` 画图；加上 `数量` 生成 2×2 网格，用 `种子` 重现同一张图。\n"
             "**/vary** 对上传的图片或之前的作品（编号或消息链接）生成轻微或强烈的变体。\n"
+            "**/stylize** 按风格图片、管理员的预设或文字描述为图片换风格。\n"
             "**/history** 查看你最近的作品、提示词、种子和链接。\n"
             "**/job** `编号` 找回旧作品，按钮依然可用。\n"
             "**/queue** 查看你排队中和进行中的任务。\n\n"

@@ -75,6 +75,11 @@ def result_view(job: Job, count: int, *, picked: int | None = None) -> discord.u
     """The buttons under a result: one image (or one picked from a grid), or a grid."""
     loc = job.locale
     view = discord.ui.View(timeout=None)
+    if job.kind == "stylize" and job.generator == "style":
+        # The same inputs give the same picture again: only Delete makes sense.
+        view.add_item(ResultButton("del", job.id, label=t("button_delete", loc), emoji="🗑️",
+                                   style=discord.ButtonStyle.danger))
+        return view
     if count > 1 and picked is None:
         for i in range(count):
             view.add_item(ResultButton("u", job.id, i, label=f"U{i + 1}", row=0))

@@ -112,4 +112,12 @@ class Generator:
         raise UnsupportedTask(f"The {self.family} generator cannot make variations.")
 
     def stylize(self, request: GenerationRequest, progress: ProgressCallback) -> GenerationResult:
-        raise UnsupportedTask(f"The {self.family} generator cannot transfer a style.")
+        """Restyle by text: image to image with the style prompt, for families that vary images.
+
+        A family that transfers the style of an image (the 'style' family) overrides this.
+        """
+        if request.style_image is not None or not request.prompt:
+            raise UnsupportedTask(
+                f"The {self.family} generator restyles by text: give a style prompt, not a style image."
+            )
+        return self.vary(request, progress)

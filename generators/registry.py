@@ -16,6 +16,7 @@ FAMILIES: dict[str, str] = {
     "gan": "generators.gan.generator:GANGenerator",
     "vae": "generators.vae.generator:VAEGenerator",
     "pixel-diffusion": "generators.pixel_diffusion.generator:PixelDiffusionGenerator",
+    "style": "generators.style.generator:StyleGenerator",
 }
 
 

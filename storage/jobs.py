@@ -570,6 +570,36 @@ class JobStore:
             )
         )
 
+    # -- style presets ------------------------------------------------------------
+
+    def save_preset(self, server_id: str | None, name: str, image_sha: str, created_by: str | None) -> None:
+        self._write(lambda: self.conn.execute(
+            "INSERT OR REPLACE INTO style_presets (server_id, name, image_sha, created_by, created_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (server_id or "", name, image_sha, created_by, time.time()),
+        ))
+
+    def presets(self, server_id: str | None) -> list[dict[str, Any]]:
+        """A server's presets and the operator-wide ones (a server's own win on a name clash)."""
+        rows = self._all(
+            "SELECT * FROM style_presets WHERE server_id IN (?, '') ORDER BY name, server_id DESC",
+            (server_id or "",),
+        )
+        seen, out = set(), []
+        for row in rows:
+            if row["name"] not in seen:
+                seen.add(row["name"])
+                out.append(row)
+        return out
+
+    def preset(self, server_id: str | None, name: str) -> dict[str, Any] | None:
+        return next((p for p in self.presets(server_id) if p["name"] == name), None)
+
+    def delete_preset(self, server_id: str | None, name: str) -> bool:
+        cur = self._write(lambda: self.conn.execute(
+            "DELETE FROM style_presets WHERE server_id = ? AND name = ?", (server_id or "", name)))
+        return cur.rowcount == 1
+
     def mark_delivered(self, job_id: int) -> None:
         self._write(
             lambda: self.conn.execute(

@@ -125,6 +125,23 @@ def _discord_messages(db: sqlite_utils.Database) -> None:
     )
 
 
+@migration(3, "style presets")
+def _style_presets(db: sqlite_utils.Database) -> None:
+    _run_script(
+        db,
+        """
+        CREATE TABLE style_presets (
+            server_id TEXT NOT NULL,        -- a Discord guild id, or '' for operator-wide presets
+            name TEXT NOT NULL,
+            image_sha TEXT NOT NULL,        -- the style image, in the image store
+            created_by TEXT,
+            created_at REAL NOT NULL,
+            PRIMARY KEY (server_id, name)
+        );
+        """,
+    )
+
+
 def _run_script(db: sqlite_utils.Database, script: str) -> None:
     """Run several statements inside the caller's transaction.
 

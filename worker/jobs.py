@@ -251,6 +251,92 @@ def read_input_image(data: bytes, *, name: str = "the file") -> Image.Image:
     return image.convert("RGB")
 
 
+STYLE_METHODS = ("gatys", "adain", "diffusion")
+STYLE_DEFAULT_STEPS = 100  # gatys iterations over all scales
+STYLE_DEFAULT_SIZE = 256
+
+
+def build_stylize(
+    settings: Settings,
+    *,
+    content_sha: str,
+    content_size: tuple[int, int],
+    style_sha: str | None = None,
+    prompt: str | None = None,
+    method: str | None = None,
+    size: int | None = None,
+    steps: int | None = None,
+    strength: float | None = None,
+    seed: int | None = None,
+    keep_colors: bool = False,
+    model: str | None = None,
+    preset: str | None = None,
+    parent_id: int | None = None,
+) -> JobSpec:
+    """Style transfer of a stored content image: by a style image (gatys, adain) or by text.
+
+    Give exactly one of `style_sha` (an uploaded image or a preset's) and `prompt`.
+    Without a method, a style image means gatys and a prompt means diffusion.
+    """
+    prompt = (prompt or "").strip()
+    if bool(style_sha) == bool(prompt):
+        raise InvalidRequest("Give one style: a style image, a preset, or a style prompt.")
+    method = (method or ("diffusion" if prompt else "gatys")).lower()
+    if method not in STYLE_METHODS:
+        raise InvalidRequest(f"Method {method!r} is not one of {', '.join(STYLE_METHODS)}.")
+    if method == "diffusion" and not prompt:
+        raise InvalidRequest("The diffusion method restyles by text: give a style prompt.")
+    if method != "diffusion" and not style_sha:
+        raise InvalidRequest(f"The {method} method needs a style image or a preset.")
+    size = STYLE_DEFAULT_SIZE if size is None else int(size)
+    if not 32 <= size <= settings.max_style_size:
+        raise InvalidRequest(f"Size must be between 32 and {settings.max_style_size} pixels.")
+    width, height = fit_size(*content_size, size)
+    seeds = pick_seeds(seed, 1)
+    if method == "diffusion":
+        strength = DEFAULT_STRENGTH if strength is None else float(strength)
+        if not 0.0 < strength <= 1.0:
+            raise InvalidRequest(f"Strength must be above 0 and at most 1, not {strength}.")
+        steps = settings.default_steps if steps is None else int(steps)
+        if not 1 <= steps <= settings.max_steps:
+            raise InvalidRequest(f"Steps must be between 1 and {settings.max_steps}, not {steps}.")
+        model = settings.resolve_model(model)
+        generator = family_of(model)
+        if generator not in ("diffusion", "pixel-diffusion"):
+            raise InvalidRequest(f"Model {model} cannot restyle by text; choose a diffusion model.")
+        options: dict[str, Any] = {"method": "diffusion"}
+    else:
+        strength = 1.0 if strength is None else float(strength)
+        top = 1.0 if method == "adain" else 10.0
+        if not 0.0 < strength <= top:
+            raise InvalidRequest(f"Strength for {method} must be above 0 and at most {top:g}.")
+        steps = STYLE_DEFAULT_STEPS if steps is None else int(steps)
+        if not 1 <= steps <= 2000:
+            raise InvalidRequest(f"Steps must be between 1 and 2000, not {steps}.")
+        model = settings.vgg19_weights or "vgg19"
+        generator = "style"
+        options = {"method": method}
+        if method == "adain":
+            if not settings.adain_decoder:
+                raise InvalidRequest(
+                    "AdaIN needs decoder weights, and none are configured (set adain_decoder or "
+                    "ARTBOT_ADAIN_DECODER); use --method gatys, which needs none.")
+            options["decoder"] = settings.adain_decoder
+    if keep_colors:
+        options["keep_colors"] = True
+    params: dict[str, Any] = {
+        "prompt": prompt, "negative_prompt": "", "width": width, "height": height,
+        "steps": steps, "strength": strength, "count": 1, "seed": seeds[0],
+        "guidance": DEFAULT_GUIDANCE, "init_image": content_sha, "options": options,
+    }
+    if style_sha:
+        params["style_image"] = style_sha
+    if preset:
+        params["preset"] = preset
+    return JobSpec(kind="stylize", generator=generator, model=model, params=params, seeds=seeds,
+                   parent_id=parent_id)
+
+
 def build_reroll(settings: Settings, job: Job, *, prompt: str | None = None) -> JobSpec:
     """The same request as `job` with new seeds (and, for a remix, a new prompt)."""
     p = job.params
@@ -269,6 +355,16 @@ def build_reroll(settings: Settings, job: Job, *, prompt: str | None = None) -> 
             generator=job.generator,
             parent_id=job.id,
             options=p.get("options"),
+        )
+    if job.kind == "stylize":
+        if job.generator == "style":
+            raise InvalidRequest("Style transfer of the same images gives the same picture; "
+                                 "change the style or the strength instead.")
+        return build_stylize(
+            settings, content_sha=p["init_image"], content_size=(p["width"], p["height"]),
+            prompt=p.get("prompt") if prompt is None else prompt, method="diffusion",
+            size=max(p["width"], p["height"]), steps=p.get("steps"), strength=p.get("strength"),
+            model=job.model, parent_id=job.id,
         )
     if job.kind != "draw":
         raise InvalidRequest(f"A {job.kind} job cannot be rerolled.")

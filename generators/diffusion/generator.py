@@ -112,11 +112,3 @@ class DiffusionGenerator(Generator):
                 output_type="pil",
             )
         return self._result(output, request)
-
-    def stylize(self, request: GenerationRequest, progress: ProgressCallback) -> GenerationResult:
-        # Restyling by text is image to image with the style as the prompt.
-        if request.style_image is not None:
-            raise UnsupportedTask(
-                "The diffusion generator restyles by text: give a style prompt, not a style image."
-            )
-        return self.vary(request, progress)

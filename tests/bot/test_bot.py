@@ -394,3 +394,47 @@ async def test_history_pages_with_buttons(server, bot_settings):
         ix = await server.slash_command(server.bob, server.general, "history", {})
         assert "No images yet" in (await ix.wait_response())["data"]["embeds"][0]["description"]
     server.assert_clean()
+
+
+def png_bytes(image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.asyncio
+async def test_stylize_with_an_attachment_and_with_an_admins_preset(server, bot_settings):
+    from tests.generators.style_images import house_scene, stripes
+
+    content = ("content", (png_bytes(house_scene(64)), "house.png", "image/png"))
+    style = (png_bytes(stripes(64)), "stripes.png", "image/png")
+    async with running_client(server, make_bot(bot_settings)) as bot:
+        ix = await server.slash_command(server.alice, server.general, "stylize",
+                                        {"size": 48}, attachments={"image": content[1], "style": style})
+        message = await ix.wait_original(lambda m: bool(m.attachments), timeout=120)
+        assert png_size(message) == (48, 48)
+        job = await newest_job(bot)
+        assert job.kind == "stylize" and job.params["options"]["method"] == "gatys"
+        assert [b.get("label") for b in message.buttons] == ["Delete"]
+
+        # A member without Manage Server cannot save presets; the owner can.
+        ix = await server.slash_command(server.bob, server.general, "preset add", {"name": "stripes"},
+                                        attachments={"image": style})
+        answer = await ix.wait_response()
+        assert answer["data"]["flags"] & 64 and "manage this server" in answer["data"]["content"]
+        ix = await server.slash_command(server.owner, server.general, "preset add", {"name": "stripes"},
+                                        attachments={"image": style})
+        assert "saved" in (await ix.wait_response())["data"]["content"]
+        ix = await server.slash_command(server.bob, server.general, "stylize",
+                                        {"preset": "stripes", "size": 40},
+                                        attachments={"image": content[1]})
+        message = await ix.wait_original(lambda m: bool(m.attachments), timeout=120)
+        assert png_size(message) == (40, 40)
+        assert (await newest_job(bot)).params["preset"] == "stripes"
+
+        ix = await server.slash_command(server.bob, server.general, "stylize",
+                                        {"preset": "stripes", "prompt": "oil paint"},
+                                        attachments={"image": content[1]})
+        answer = await ix.wait_response()
+        assert answer["data"]["flags"] & 64 and "one style" in answer["data"]["content"]
+    server.assert_clean()
