@@ -51,6 +51,9 @@ TRAINERS = {
 }
 # The family name stored in config.json (and with each job) for each trainer.
 FAMILY_OF_TRAINER = {"gan": "gan", "vae": "vae", "diffusion": "pixel-diffusion"}
+# Request defaults a trained model carries in its config.json ("defaults"), used when a
+# request leaves them unset: the small diffusion model is at its best at guidance 3 to 4.
+DEFAULTS_OF_TRAINER = {"diffusion": {"guidance": 3.5}}
 
 
 @dataclass
@@ -111,6 +114,7 @@ def save_model(out: Path, family: str, weights: dict[str, torch.Tensor], model_c
         "sublabels": dataset.sublabel_names,
         "data": dataset.source,
         "training": training,
+        "defaults": DEFAULTS_OF_TRAINER.get(training.get("trainer"), {}),
     }
     tmp = out / "config.json.tmp"
     tmp.write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")

@@ -19,7 +19,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from artbot.config import Settings
 from artbot.errors import InvalidRequest
-from generators.bundled import available, family_of, native_size
+from generators.bundled import available, family_of, model_defaults, native_size
 from storage.jobs import Job, JobStatus  # noqa: F401  (re-exported for callers)
 
 SEED_LIMIT = 2**32  # seeds are 0 .. 2**32 - 1
@@ -127,11 +127,12 @@ def build_draw(
     prompt = (prompt or "").strip()
     if not prompt:
         raise InvalidRequest("The prompt is empty: say what to draw.")
-    steps = settings.default_steps if steps is None else int(steps)
-    guidance = DEFAULT_GUIDANCE if guidance is None else float(guidance)
-    _check_common(settings, prompt=prompt, steps=steps, guidance=guidance, count=count)
     model = settings.resolve_model(model)
     generator = generator or family_of(model)
+    defaults = model_defaults(model) if generator != "diffusion" else {}
+    steps = int(defaults.get("steps", settings.default_steps)) if steps is None else int(steps)
+    guidance = float(defaults.get("guidance", DEFAULT_GUIDANCE)) if guidance is None else float(guidance)
+    _check_common(settings, prompt=prompt, steps=steps, guidance=guidance, count=count)
     native = native_size(model) if generator != "diffusion" else None
     if native and (size is None or not str(size).strip()):
         size = f"{native}x{native}"  # an artbot-trained model draws at its own size
@@ -178,8 +179,11 @@ def build_vary(
     strength = DEFAULT_STRENGTH if strength is None else float(strength)
     if not 0.0 < strength <= 1.0:
         raise InvalidRequest(f"Strength must be above 0 and at most 1, not {strength}.")
-    steps = settings.default_steps if steps is None else int(steps)
-    guidance = DEFAULT_GUIDANCE if guidance is None else float(guidance)
+    model = settings.resolve_model(model)
+    generator = generator or family_of(model)
+    defaults = model_defaults(model) if generator != "diffusion" else {}
+    steps = int(defaults.get("steps", settings.default_steps)) if steps is None else int(steps)
+    guidance = float(defaults.get("guidance", DEFAULT_GUIDANCE)) if guidance is None else float(guidance)
     prompt = (prompt or "").strip()
     _check_common(settings, prompt=prompt, steps=steps, guidance=guidance, count=count)
     if int(steps * strength) < 1:
@@ -189,10 +193,9 @@ def build_vary(
         )
     width, height = fit_size(*init_size, settings.max_size)
     seeds = pick_seeds(seed, count)
-    model = settings.resolve_model(model)
     return JobSpec(
         kind="vary",
-        generator=generator or family_of(model),
+        generator=generator,
         model=model,
         params={
             "prompt": prompt,

@@ -47,6 +47,12 @@ def native_size(model: str) -> int | None:
     return int(size) if isinstance(size, (int, float)) else None
 
 
+def model_defaults(model: str) -> dict:
+    """Request defaults an artbot-trained model asks for (for example its best guidance)."""
+    defaults = (_config(model) or {}).get("defaults")
+    return defaults if isinstance(defaults, dict) else {}
+
+
 def family_of(model: str) -> str:
     """'diffusion' (diffusers), or the family written in an artbot model folder's config.json."""
     family = (_config(model) or {}).get("family")
