@@ -35,7 +35,8 @@ else:  # pragma: no cover - exercised on 3.10 only
 from artbot.errors import UserError
 
 ENV_PREFIX = "ARTBOT_"
-DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+# The bundled small model: draws offline, on the CPU, with no download.
+DEFAULT_MODEL = "emoji-diffusion"
 
 
 class ConfigError(UserError):
