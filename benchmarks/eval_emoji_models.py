@@ -180,6 +180,112 @@ def vae_metrics(gen, data, folder: Path) -> dict:
     return {"psnr_db": round(sum(psnrs) / len(psnrs), 2), "held_out_images": len(held)}
 
 
+ABOUT = {
+    "emoji-diffusion": (
+        "A small text-conditioned diffusion model in pixel space: a 1.75M-parameter UNet at "
+        "32x32 with a learned caption encoder (Ho et al. 2020; v-prediction, cosine schedule), "
+        "sampled with DDIM (Song et al. 2021) and classifier-free guidance, then scaled up to "
+        "64x64. `artbot draw PROMPT` uses it when no other default model is configured.",
+        "diffusion",
+    ),
+    "emoji-gan": (
+        "A class-conditional DCGAN (Radford et al. 2016) at 64x64, conditioned on the emoji "
+        "subcategory the prompt names; spectral norm, hinge loss and an exponential moving "
+        "average of the generator. Draws sample a seeded latent with truncation; variations "
+        "move around the latent of the image's own seed.",
+        "gan",
+    ),
+    "emoji-vae": (
+        "A convolutional VAE (Kingma & Welling 2014) at 64x64. A prompt picks the emoji "
+        "subcategory it names, and drawing samples near that subcategory's latent mean; "
+        "variations of any image (an upload too) encode it, move the latent and decode.",
+        "vae",
+    ),
+}
+
+
+def write_card(folder: Path, entry: dict, results: dict) -> None:
+    """The model card, README.md, from the model's config and the figures measured here."""
+    name = folder.name
+    config = json.loads((folder / "config.json").read_text())
+    tr = config["training"]
+    about, trainer = ABOUT[name]
+    holdout = config.get("data", {}).get("holdout")
+    command = (f"artbot train {trainer} --data emoji --out DIR --epochs {tr['epochs']} "
+               f"--seed {tr['seed']}" + (f" --holdout {holdout}" if holdout else "")
+               + f"\nscripts/bundle_model.py DIR {name}")
+    lines = [
+        f"# {name}", "", about, "",
+        "![samples](samples.png)", "",
+        "`samples.png`: " + ("8 prompts (red heart, green apple, smiling face, cat, pizza, flag "
+                             "japan, sun, rocket) x seeds 1-4, two prompts a row" if name != "emoji-vae"
+                             else "rows 1-2: red heart, green apple, smiling face, cat (seeds 1-4, "
+                             "two prompts a row); row 3: held-out emoji; row 4: their "
+                             "reconstructions; row 5: a latent interpolation between the first two"),
+        "",
+        "## Data and licence", "",
+        f"The emoji set: npm package `{config['data'].get('package')}` (Noto Emoji images, "
+        "Apache-2.0; metadata MIT), 3,781 images with skin-tone variants, composited on white at "
+        "64x64; captions from the emoji names and short names, labels from the 9 categories and "
+        "98 subcategories." + (f" {holdout:.0%} of the images (split seed 0) were held out of "
+                               "training for the metrics." if holdout else ""),
+        "The weights are released with artbot; the images they learned from are Apache-2.0.", "",
+        "## Training", "",
+        "```sh", command, "```", "",
+        f"{tr['epochs']} epochs, {tr['steps']} steps of batch {tr['batch_size']}, "
+        f"{tr['seconds'] / 60:.0f} minutes on {results['machine']}, one torch thread (the other "
+        "core was training another model), no GPU: none was lent to this work. On a GPU the same "
+        "command with more epochs (for example `--epochs 200`) trains the full-quality model; "
+        f"`--resume` continues a run. Weights shipped in {config.get('weights_dtype', 'float32')}.",
+        "",
+        "## Quality and speed", "",
+        f"Measured by `benchmarks/eval_emoji_models.py` on {results['machine']}.", "",
+        "| measure | value |", "|---|---|",
+    ]
+    if "adherence" in entry:
+        a, d = entry["adherence"], entry["diversity"]
+        lines += [
+            f"| category classifier, held-out accuracy (the yardstick) | "
+            f"{results['classifier']['held_out_accuracy']:.3f} |",
+            f"| samples classified as the category asked for ({a['prompts']} prompts) | "
+            f"{a['hit_rate']:.3f} (chance {a['chance']:.3f}) |",
+            f"| diversity: sample spread / real spread, mean over {len(d['prompts'])} prompts | "
+            f"{d['mean_ratio']:.3f} |",
+        ]
+        per = ", ".join(f"{k} {v:.2f}" for k, v in a["per_category"].items())
+        lines_after = [f"Per category: {per}.", ""]
+    else:
+        lines += [f"| reconstruction PSNR on {entry.get('held_out_images')} held-out emoji | "
+                  f"{entry.get('psnr_db')} dB |"]
+        lines_after = []
+    lines += [f"| images per second, CPU, batch of 16 | {entry['images_per_second_cpu']} |", ""]
+    lines += lines_after
+    lines += ["## Limits", "", LIMITS[name], ""]
+    (folder / "README.md").write_text("\n".join(lines), encoding="utf-8")
+
+
+LIMITS = {
+    "emoji-diffusion": (
+        "Trained for 37 CPU minutes, it has learned colours and rough shapes: smiling faces are "
+        "yellow faces, hearts are red, flags are flags, fire is orange, but many subjects (a "
+        "rocket, a pizza, a specific country's flag) come out as coloured blobs, and colour "
+        "words are only partly bound (a blue heart may come out red). Best at guidance 3-4 "
+        "(its config sets 3.5 as the default) and 30 steps."
+    ),
+    "emoji-gan": (
+        "Trained for 9 CPU minutes, it is the weakest of the three: it draws the colours and "
+        "layout of a subcategory (flags, people, vehicles) more than its objects, and nothing "
+        "reads as a particular emoji yet. Its diversity ratio above 1 measures noise and "
+        "artefacts, not a variety of objects. Use it for speed (hundreds of images a second on "
+        "a CPU) and as the starting point for `--resume` on a GPU."
+    ),
+    "emoji-vae": (
+        "Blurry, as VAEs are: hearts, smiling faces and flags read at a glance; animals, food "
+        "and objects come out as soft blobs of the right colours."
+    ),
+}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--diffusion")
@@ -217,6 +323,7 @@ def main() -> None:
             sample_sheet(gen, folder, **kw)
         results[key] = entry
         print(key, json.dumps(entry), flush=True)
+        write_card(folder, entry, results)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(results, indent=2), encoding="utf-8")
 

@@ -83,7 +83,7 @@ def test_coarse_to_fine_beats_single_scale_adam_for_no_more_compute(vgg):
         return final_losses(vgg, out.image, c, s, yardstick)[0], sum(sizes)
 
     baseline_loss, baseline_cost = run(GatysConfig(steps=40, scales=1, optimizer="adam"))
-    gatys_loss, gatys_cost = run(GatysConfig(steps=78, scales=2, optimizer="adam"))
+    gatys_loss, gatys_cost = run(GatysConfig(steps=74, scales=2, optimizer="adam"))
     # Pixels pushed through VGG stand in for time (wall-clock is noisy on shared machines;
     # benchmarks/bench_style.py reports seconds).
     assert gatys_cost <= baseline_cost, (gatys_cost, baseline_cost)
