@@ -14,7 +14,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-# Tests never touch the network: the hub is off, and so is telemetry.
+# Tests never touch the network: artbot downloads nothing (VGG weights included),
+# the hub is off, and so is telemetry. Subprocesses inherit these.
+os.environ["ARTBOT_OFFLINE"] = "1"
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

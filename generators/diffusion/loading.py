@@ -56,7 +56,9 @@ def folder_fingerprint(folder: Path) -> str:
 
 
 def _hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    """HF_HUB_OFFLINE, or ARTBOT_OFFLINE (artbot downloads nothing at all)."""
+    return any(os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on")
+               for var in ("HF_HUB_OFFLINE", "ARTBOT_OFFLINE"))
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:

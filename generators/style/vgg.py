@@ -7,7 +7,8 @@ Weights are looked for in this order:
 1. a configured file (setting `vgg19_weights`, `ARTBOT_VGG19_WEIGHTS`);
 2. the cache: `<cache>/vgg19-dcbb9e9d.pth` (`$ARTBOT_CACHE`, else ~/.cache/artbot);
 3. a download of torchvision's file into the cache, its sha256 checked against
-   the prefix in its name, when the download host can be reached.
+   the prefix in its name, when the download host can be reached (and
+   `ARTBOT_OFFLINE` is not set).
 
 With none of these, `load_vgg19` returns a VGG whose weights are drawn from a
 fixed seed and says so: random convolutional features still carry texture
@@ -132,7 +133,8 @@ def find_vgg19_weights(configured: str | None = None, *, download: bool = True) 
     cached = cache_dir() / VGG19_FILE
     if cached.is_file():
         return cached
-    if download and _reachable("download.pytorch.org"):
+    offline = os.environ.get("ARTBOT_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    if download and not offline and _reachable("download.pytorch.org"):
         cached.parent.mkdir(parents=True, exist_ok=True)
         log.info("downloading VGG-19 ImageNet weights to %s", cached)
         torch.hub.download_url_to_file(VGG19_URL, str(cached), hash_prefix=VGG19_SHA256_PREFIX,
