@@ -130,6 +130,31 @@ def load_model_files(folder: str | Path) -> tuple[dict, dict[str, torch.Tensor]]
     return config, weights
 
 
+def model_fingerprint(folder: Path) -> str:
+    """A short id of exactly what was loaded: the config's and the weights' bytes."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in ("config.json", "model.safetensors"):
+        h.update((folder / name).read_bytes())
+    return "local-" + h.hexdigest()[:12]
+
+
+def load_model_folder(ref: str, family: str) -> tuple[Path, dict, dict[str, torch.Tensor]]:
+    """(folder, config, float32 weights) of an artbot model of `family`: a bundled name or a folder."""
+    from artbot.errors import ModelNotFound
+    from generators.bundled import bundled_path
+
+    folder = bundled_path(ref) or Path(ref).expanduser()
+    if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
+        raise ModelNotFound(f"{ref} is not a trained {family} model (a folder with config.json and "
+                            f"model.safetensors, as written by `artbot train`).")
+    config, weights = load_model_files(folder)
+    if config.get("family") != family:
+        raise ModelNotFound(f"{ref} holds a {config.get('family')!r} model, not a {family} model.")
+    return folder, config, weights
+
+
 def train(
     kind: str,
     data: str,

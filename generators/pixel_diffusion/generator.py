@@ -24,29 +24,19 @@ through the model as one batch (twice as many rows with guidance).
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
 
 import torch
 from PIL import Image
 
-from artbot.errors import ModelNotFound
 from generators.base import GenerationRequest, GenerationResult, Generator, ProgressCallback
-from generators.bundled import bundled_path
 from generators.datasets import to_image, to_tensor
 from generators.pixel_diffusion.model import PixelDiffusion, PixelDiffusionConfig
 from generators.pixel_diffusion.sampling import NoiseSchedule, ddim_sample, encode_captions
-from generators.training import load_model_files
+from generators.training import load_model_folder, model_fingerprint
 
 FAMILY = "pixel-diffusion"
 
 
-def fingerprint(folder: Path) -> str:
-    """A short id of exactly what was loaded: the config's and the weights' bytes."""
-    h = hashlib.sha256()
-    for name in ("config.json", "model.safetensors"):
-        h.update((folder / name).read_bytes())
-    return "local-" + h.hexdigest()[:12]
 
 
 def square_crop(image: Image.Image) -> Image.Image:
@@ -78,18 +68,12 @@ class PixelDiffusionGenerator(Generator):
 
     @classmethod
     def load(cls, ref: str, device: torch.device, dtype: torch.dtype) -> "PixelDiffusionGenerator":
-        folder = bundled_path(ref) or Path(ref).expanduser()
-        if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
-            raise ModelNotFound(f"{ref} is not a pixel diffusion model: expected a folder with "
-                                f"config.json and model.safetensors (made by `artbot train diffusion`).")
-        config, weights = load_model_files(folder)
-        if config.get("family") != FAMILY:
-            raise ModelNotFound(f"{ref} holds a {config.get('family')!r} model, not a pixel diffusion one.")
+        folder, config, weights = load_model_folder(ref, FAMILY)
         model = PixelDiffusion(PixelDiffusionConfig.from_dict(config["model"]["diffusion"]))
         model.load_state_dict(weights)
         if device.type == "cpu":
             dtype = torch.float32  # half precision is slow and inexact on a CPU; the model is small
-        return cls(model.to(device=device, dtype=dtype), device, fingerprint(folder))
+        return cls(model.to(device=device, dtype=dtype), device, model_fingerprint(folder))
 
     # -- helpers --------------------------------------------------------------
 

@@ -227,7 +227,6 @@ class UNet(nn.Module):
         self.text_mlp = nn.Sequential(nn.Linear(config.text_dim, E), nn.SiLU(), nn.Linear(E, E))
         attn = lambda c: ImageTextAttention(c, config.text_dim, config.attention_heads)  # noqa: E731
         block = lambda c_in, c_out: ResBlock(c_in, c_out, E, config.dropout)  # noqa: E731
-        last = len(chs) - 1
 
         self.conv_in = nn.Conv2d(3 * p * p, chs[0], 3, padding=1)
         # Going down: at each resolution n_res blocks (their outputs are the skips), then halve.

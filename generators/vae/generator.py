@@ -18,41 +18,20 @@ Reproducible: an image depends only on the model, its seed and the parameters
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
 
 import torch
 from PIL import Image
 
-from artbot.errors import InvalidRequest, ModelNotFound
+from artbot.errors import InvalidRequest
 from generators.base import GenerationRequest, GenerationResult, Generator, ProgressCallback
-from generators.bundled import bundled_path
 from generators.captions import PromptIndex
 from generators.datasets import to_image, to_tensor
-from generators.training import load_model_files
+from generators.training import load_model_folder, model_fingerprint
 from generators.vae.model import VAE, VAEConfig
 
 DEFAULT_TEMPERATURE = 0.8
 
 
-def model_fingerprint(folder: Path) -> str:
-    """A short id of exactly what was loaded: the config's and the weights' bytes."""
-    h = hashlib.sha256()
-    for name in ("config.json", "model.safetensors"):
-        h.update((folder / name).read_bytes())
-    return "local-" + h.hexdigest()[:12]
-
-
-def load_folder(ref: str, family: str) -> tuple[Path, dict, dict[str, torch.Tensor]]:
-    """(folder, config, float32 weights) of an artbot model folder of `family`."""
-    folder = bundled_path(ref) or Path(ref).expanduser()
-    if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
-        raise ModelNotFound(f"{ref} is not a trained {family} model (a folder with config.json and "
-                            f"model.safetensors, as written by `artbot train {family}`).")
-    config, weights = load_model_files(folder)
-    if config.get("family") != family:
-        raise ModelNotFound(f"{ref} holds a {config.get('family')!r} model, not a {family} model.")
-    return folder, config, weights
 
 
 class VAEGenerator(Generator):
@@ -70,7 +49,7 @@ class VAEGenerator(Generator):
 
     @classmethod
     def load(cls, ref: str, device: torch.device, dtype: torch.dtype) -> "VAEGenerator":
-        folder, config, weights = load_folder(ref, "vae")
+        folder, config, weights = load_model_folder(ref, "vae")
         vae = VAE(VAEConfig.from_dict(config["model"]["vae"]))
         vae.load_state_dict({k[len("vae."):]: v for k, v in weights.items() if k.startswith("vae.")})
         vae.to(device=device, dtype=dtype)
