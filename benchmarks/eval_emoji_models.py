@@ -233,8 +233,9 @@ def write_card(folder: Path, entry: dict, results: dict) -> None:
         "## Training", "",
         "```sh", command, "```", "",
         f"{tr['epochs']} epochs, {tr['steps']} steps of batch {tr['batch_size']}, "
-        f"{tr['seconds'] / 60:.0f} minutes on {results['machine']}, one torch thread (the other "
-        "core was training another model), no GPU: none was lent to this work. On a GPU the same "
+        f"{tr['seconds'] / 60:.0f} minutes of training on {results['machine']} (one or two torch "
+        "threads: the two cores were shared between runs), no GPU: none was lent to this work. "
+        "On a GPU the same "
         "command with more epochs (for example `--epochs 200`) trains the full-quality model; "
         f"`--resume` continues a run. Weights shipped in {config.get('weights_dtype', 'float32')}.",
         "",
@@ -266,7 +267,7 @@ def write_card(folder: Path, entry: dict, results: dict) -> None:
 
 LIMITS = {
     "emoji-diffusion": (
-        "Trained for 37 CPU minutes, it has learned colours and rough shapes: smiling faces are "
+        "Trained on a CPU for the time above, it has learned colours and rough shapes: smiling faces are "
         "yellow faces, hearts are red, flags are flags, fire is orange, but many subjects (a "
         "rocket, a pizza, a specific country's flag) come out as coloured blobs, and colour "
         "words are only partly bound (a blue heart may come out red). Best at guidance 3-4 "
