@@ -34,6 +34,7 @@ import sqlite_utils
 
 from artbot.errors import QueueFull
 from storage.images import StoredImage
+from storage.settings import SettingsStore
 
 
 class JobStatus(str, enum.Enum):
@@ -126,6 +127,7 @@ class JobStore:
     def __init__(self, db: sqlite_utils.Database):
         self.db = db
         self.conn = db.conn
+        self.settings = SettingsStore(db)  # per-server settings, on the same connection
 
     # -- transactions -------------------------------------------------------
 
@@ -180,7 +182,7 @@ class JobStore:
         seeds: list[int],
         batch_key: str,
         source: str,
-        max_queued: int,
+        max_queued: int | None = None,
         user_name: str | None = None,
         server_id: str | None = None,
         channel_id: str | None = None,
@@ -188,21 +190,29 @@ class JobStore:
         interaction_token: str | None = None,
         interaction_at: float | None = None,
         locale: str | None = None,
+        admit: Callable[["JobStore"], dict[str, Any] | None] | None = None,
     ) -> Job:
-        """Queue a job. Raises QueueFull if the user has `max_queued` unfinished jobs."""
+        """Queue a job. Raises QueueFull if the user has `max_queued` unfinished jobs.
+
+        `admit(store)`, if given, runs inside the same transaction just before
+        the job is inserted: it checks the server's rules against what is in the
+        database right now (quota used, last job, queued jobs) and raises a
+        UserError to refuse, or returns parameters to add to the job. Nothing
+        can slip in between its check and the insert, so concurrent requests
+        can never overspend a quota.
+        """
 
         def txn() -> int:
             self._ensure_user(user_id, user_name)
             self._ensure_server(server_id)
-            (pending,) = self.conn.execute(
-                "SELECT COUNT(*) FROM jobs WHERE user_id = ? AND status IN ('queued', 'running')",
-                (user_id,),
-            ).fetchone()
-            if pending >= max_queued:
+            extra = admit(self) if admit is not None else None
+            pending = self.pending_count(user_id)
+            if max_queued is not None and pending >= max_queued:
                 raise QueueFull(
                     f"You already have {pending} job{'s' if pending != 1 else ''} waiting or "
                     f"running (the limit is {max_queued}). Try again when one finishes."
                 )
+            job_params = {**params, **extra} if extra else params
             cur = self.conn.execute(
                 """INSERT INTO jobs (user_id, server_id, channel_id, source, kind, generator,
                        model, params, seeds, batch_key, status, created_at, parent_id,
@@ -210,7 +220,7 @@ class JobStore:
                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)""",
                 (
                     user_id, server_id, channel_id, source, kind, generator, model,
-                    json.dumps(params, sort_keys=True), json.dumps(seeds), batch_key,
+                    json.dumps(job_params, sort_keys=True), json.dumps(seeds), batch_key,
                     time.time(), parent_id, interaction_token, interaction_at, locale,
                 ),
             )
@@ -218,6 +228,72 @@ class JobStore:
 
         job_id = self._write(txn)
         return self.get(job_id)
+
+    # -- what a user has used (quota, cooldown, queue limit) --------------------
+
+    def pending_count(self, user_id: str) -> int:
+        """The user's jobs waiting or running, in every server."""
+        (n,) = self.conn.execute(
+            "SELECT COUNT(*) FROM jobs WHERE user_id = ? AND status IN ('queued', 'running')",
+            (user_id,),
+        ).fetchone()
+        return n
+
+    def images_since(self, server_id: str | None, user_id: str, since: float) -> int:
+        """Images the user's jobs in this server asked for since `since`.
+
+        Queued, running and succeeded jobs count; failed and canceled ones do
+        not, which is how a job that fails or is canceled gives its images back
+        to the quota.
+        """
+        (n,) = self.conn.execute(
+            "SELECT COALESCE(SUM(json_array_length(seeds)), 0) FROM jobs "
+            "WHERE server_id IS ? AND user_id = ? AND created_at >= ? "
+            "AND status IN ('queued', 'running', 'succeeded')",
+            (server_id, user_id, since),
+        ).fetchone()
+        return int(n)
+
+    def last_job_at(self, server_id: str | None, user_id: str) -> float | None:
+        """When the user last queued a job in this server (for the cooldown)."""
+        (at,) = self.conn.execute(
+            "SELECT MAX(created_at) FROM jobs WHERE server_id IS ? AND user_id = ?",
+            (server_id, user_id),
+        ).fetchone()
+        return at
+
+    def server_stats(self, server_id: str, *, day_start: float, week_start: float,
+                     top: int = 5) -> dict[str, Any]:
+        """Numbers for /stats: images made today and this week, the top users this
+        week, the queue now, and mean wait and generation time per model this week."""
+        def images(since: float) -> int:
+            (n,) = self.conn.execute(
+                "SELECT COUNT(*) FROM images i JOIN jobs j ON j.id = i.job_id "
+                "WHERE j.server_id = ? AND j.created_at >= ?", (server_id, since)).fetchone()
+            return n
+
+        top_users = self.conn.execute(
+            "SELECT j.user_id, COUNT(i.id) AS n FROM jobs j JOIN images i ON i.job_id = j.id "
+            "WHERE j.server_id = ? AND j.created_at >= ? GROUP BY j.user_id "
+            "ORDER BY n DESC, j.user_id LIMIT ?", (server_id, week_start, top)).fetchall()
+        queued, running = self.conn.execute(
+            "SELECT COALESCE(SUM(status = 'queued'), 0), COALESCE(SUM(status = 'running'), 0) "
+            "FROM jobs WHERE server_id = ? AND status IN ('queued', 'running')",
+            (server_id,)).fetchone()
+        (queued_all,) = self.conn.execute(
+            "SELECT COUNT(*) FROM jobs WHERE status = 'queued'").fetchone()
+        models = self.conn.execute(
+            "SELECT model, COUNT(*), AVG(started_at - created_at), AVG(run_seconds) FROM jobs "
+            "WHERE server_id = ? AND created_at >= ? AND status = 'succeeded' "
+            "GROUP BY model ORDER BY COUNT(*) DESC", (server_id, week_start)).fetchall()
+        return {
+            "images_today": images(day_start),
+            "images_week": images(week_start),
+            "top_users": [(user, n) for user, n in top_users],
+            "queued": queued, "running": running, "queued_all_servers": queued_all,
+            "models": [{"model": m, "jobs": n, "mean_wait_s": wait, "mean_run_s": run}
+                       for m, n, wait, run in models],
+        }
 
     def claim(
         self,

@@ -142,6 +142,37 @@ def _style_presets(db: sqlite_utils.Database) -> None:
     )
 
 
+@migration(4, "admin settings: channel overrides, audit, quota index")
+def _admin_settings(db: sqlite_utils.Database) -> None:
+    _run_script(
+        db,
+        """
+        CREATE TABLE channel_settings (
+            server_id TEXT NOT NULL REFERENCES servers(id),
+            channel_id TEXT NOT NULL,       -- overrides the server's value in this channel
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,            -- JSON
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (server_id, channel_id, key)
+        );
+        CREATE TABLE settings_audit (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            server_id TEXT NOT NULL,
+            channel_id TEXT,                -- set for a per-channel override
+            key TEXT NOT NULL,
+            old_value TEXT,                 -- JSON, NULL when it was not set
+            new_value TEXT,                 -- JSON, NULL when it was reset to the default
+            actor TEXT NOT NULL,            -- Discord user id, or 'local:<name>' for the CLI
+            via TEXT NOT NULL,              -- 'discord' or 'cli'
+            created_at REAL NOT NULL
+        );
+        CREATE INDEX settings_audit_server ON settings_audit(server_id, id);
+        -- Quota and cooldown count a user's jobs in one server since a time.
+        CREATE INDEX jobs_server_user ON jobs(server_id, user_id, created_at);
+        """,
+    )
+
+
 def _run_script(db: sqlite_utils.Database, script: str) -> None:
     """Run several statements inside the caller's transaction.
 
