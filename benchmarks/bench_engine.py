@@ -69,8 +69,8 @@ async def engine_overhead(model_dir: Path, data: Path, rounds: int, size: int, s
     spec_args = dict(prompt="a red fox", model=str(model_dir), size=f"{size}x{size}", steps=steps)
 
     # Warm up: load the model into the worker, and get the same pipeline for plain calls.
-    job = await queue.submit(build_draw(settings, seed=0, **spec_args), user_id="bench",
-                             source="cli", max_queued=10_000)
+    job = await queue.submit(build_draw(settings, seed=0, **spec_args),
+                             requester=Requester("bench", "cli"), settings=settings)
     await worker.run(burst=True)
     pipe = worker._models[("diffusion", str(model_dir))].pipe
 
@@ -88,8 +88,8 @@ async def engine_overhead(model_dir: Path, data: Path, rounds: int, size: int, s
         plain_t.append(time.perf_counter() - t)
 
         t = time.perf_counter()
-        job = await queue.submit(build_draw(settings, seed=i + 1, **spec_args), user_id="bench",
-                                 source="cli", max_queued=10_000)
+        job = await queue.submit(build_draw(settings, seed=i + 1, **spec_args),
+                                 requester=Requester("bench", "cli"), settings=settings)
         await worker.run(burst=True)
         engine_t.append(time.perf_counter() - t)
         assert (await queue.get(job.id)).status.value == "succeeded"
@@ -108,7 +108,8 @@ async def throughput(data: Path, n_jobs: int):
     users = [f"user{i}" for i in range(10)]
     t0 = time.perf_counter()
     for i in range(n_jobs):
-        await queue.submit(spec, user_id=users[i % len(users)], source="cli", max_queued=n_jobs + 1)
+        await queue.submit(spec,
+                           requester=Requester(users[i % len(users)], "cli"), settings=settings)
     t1 = time.perf_counter()
     ran = await worker.run(burst=True)
     t2 = time.perf_counter()

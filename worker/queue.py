@@ -17,13 +17,16 @@ import abc
 import asyncio
 import concurrent.futures
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable, Iterable, Sequence, TypeVar
 
+from artbot.config import Settings
 from storage.db import open_db
 from storage.images import StoredImage
 from storage.jobs import ImageRecord, Job, JobStatus, JobStore
 from worker.jobs import JobSpec
+from worker.policy import Policy, Requester, gate
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -113,10 +116,14 @@ class JobQueue(abc.ABC):
     # -- the transport --------------------------------------------------------
 
     @abc.abstractmethod
-    async def submit(self, spec: JobSpec, *, user_id: str, source: str, max_queued: int,
-                     user_name: str | None = None, server_id: str | None = None,
-                     channel_id: str | None = None, interaction_token: str | None = None,
-                     interaction_at: float | None = None, locale: str | None = None) -> Job: ...
+    async def submit(self, spec: JobSpec, *, requester: Requester, settings: Settings,
+                     interaction_token: str | None = None, interaction_at: float | None = None,
+                     locale: str | None = None) -> Job:
+        """Queue `spec` for `requester`, if the server's rules admit it.
+
+        Implementations must run `worker.policy.admit` inside the transaction
+        that records the job: it is the one gate every request passes.
+        """
 
     @abc.abstractmethod
     async def claim(self, worker_id: str, *, lease_s: float, max_jobs: int = 1) -> list[Job]: ...
@@ -194,29 +201,28 @@ class LocalJobQueue(JobQueue):
             await self._call(shut)
         self._executor.shutdown(wait=True)
 
-    async def submit(self, spec, *, user_id, source, max_queued, user_name=None, server_id=None,
-                     channel_id=None, interaction_token=None, interaction_at=None,
-                     locale=None) -> Job:
+    async def submit(self, spec, *, requester, settings, interaction_token=None,
+                     interaction_at=None, locale=None) -> Job:
         job = await self._call(
             JobStore.submit,
-            user_id=user_id,
+            user_id=requester.user_id,
             kind=spec.kind,
             generator=spec.generator,
             model=spec.model,
             params=spec.params,
             seeds=spec.seeds,
             batch_key=spec.batch_key,
-            source=source,
-            max_queued=max_queued,
-            user_name=user_name,
-            server_id=server_id,
-            channel_id=channel_id,
+            source=requester.source,
+            user_name=requester.user_name,
+            server_id=requester.server_id,
+            channel_id=requester.channel_id,
             parent_id=spec.parent_id,
             interaction_token=interaction_token,
             interaction_at=interaction_at,
             locale=locale,
+            admit=gate(spec, requester, settings, time.time),
         )
-        log.info("job %d queued: %s %s by %s", job.id, job.kind, job.model, user_id)
+        log.info("job %d queued: %s %s by %s", job.id, job.kind, job.model, requester.user_id)
         self._work.set()
         self.publish(JobEvent(job.id, "queued"))
         return job
@@ -294,6 +300,12 @@ class LocalJobQueue(JobQueue):
 
     async def list_jobs(self, **filters):
         return await self._call(lambda store: store.list_jobs(**filters))
+
+    async def policy(self, settings: Settings, server_id: str | None,
+                     channel_id: str | None = None) -> Policy:
+        """The rules of a server (and channel), as stored now."""
+        return await self._call(lambda store: Policy.load(store.settings, settings, server_id,
+                                                          channel_id))
 
     async def run(self, fn: Callable[[JobStore], T]) -> T:
         """Run `fn(store)` on the database thread (for queries not wrapped above)."""

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from storage.images import ImageStore
 from storage.jobs import JobStatus, JobStore
 from tests.worker.paint import paint_loader
 from worker.jobs import build_draw
+from worker.policy import Requester
 from worker.queue import LocalJobQueue
 from worker.runner import Worker
 
@@ -48,8 +50,8 @@ def make_worker(queue, settings, step_s=0.0, **kw):
 
 @pytest.mark.asyncio
 async def test_burst_runs_every_job_and_stores_images_with_seeds(queue, settings):
-    jobs = [await queue.submit(spec(settings, seed=10 * i, count=2), user_id="u", source="cli",
-                               max_queued=10) for i in range(3)]
+    jobs = [await queue.submit(spec(settings, seed=10 * i, count=2),
+                               requester=Requester("u", "cli"), settings=settings) for i in range(3)]
     worker, loader = make_worker(queue, settings)
     assert await worker.run(burst=True) == 3
     for i, job in enumerate(jobs):
@@ -65,7 +67,8 @@ async def test_burst_runs_every_job_and_stores_images_with_seeds(queue, settings
 
 @pytest.mark.asyncio
 async def test_events_report_queue_running_steps_and_result(queue, settings):
-    job = await queue.submit(spec(settings, steps=4), user_id="u", source="cli", max_queued=10)
+    job = await queue.submit(spec(settings, steps=4),
+                             requester=Requester("u", "cli"), settings=settings)
     events = queue.subscribe(job.id)
     worker, _ = make_worker(queue, settings)
     await worker.run(burst=True)
@@ -83,10 +86,10 @@ async def test_events_report_queue_running_steps_and_result(queue, settings):
 @pytest.mark.asyncio
 async def test_fair_order_through_the_worker(queue, settings):
     for i in range(5):
-        await queue.submit(spec(settings, prompt=f"heavy{i}"), user_id="heavy", source="cli",
-                           max_queued=50)
-    light = await queue.submit(spec(settings, prompt="light"), user_id="light", source="cli",
-                               max_queued=50)
+        await queue.submit(spec(settings, prompt=f"heavy{i}"),
+                           requester=Requester("heavy", "cli"), settings=settings)
+    light = await queue.submit(spec(settings, prompt="light"),
+                               requester=Requester("light", "cli"), settings=settings)
     worker, _ = make_worker(queue, settings)
     await worker.run(burst=True)
     store = JobStore(open_db(settings.db_path))
@@ -97,7 +100,8 @@ async def test_fair_order_through_the_worker(queue, settings):
 
 @pytest.mark.asyncio
 async def test_cancel_a_running_job(queue, settings):
-    job = await queue.submit(spec(settings, steps=150), user_id="u", source="cli", max_queued=10)
+    job = await queue.submit(spec(settings, steps=150),
+                             requester=Requester("u", "cli"), settings=settings)
     worker, _ = make_worker(queue, settings, step_s=0.02)
     task = asyncio.create_task(worker.run(burst=True))
     while (await queue.get(job.id)).progress_step in (None, 0):
@@ -113,7 +117,8 @@ async def test_cancel_a_running_job(queue, settings):
 @pytest.mark.asyncio
 async def test_time_limit_fails_the_job_with_a_readable_reason(queue, settings):
     settings.job_timeout_s = 0.3
-    job = await queue.submit(spec(settings, steps=100), user_id="u", source="cli", max_queued=10)
+    job = await queue.submit(spec(settings, steps=100),
+                             requester=Requester("u", "cli"), settings=settings)
     worker, _ = make_worker(queue, settings, step_s=0.02)
     started = time.monotonic()
     await worker.run(burst=True)
@@ -125,11 +130,11 @@ async def test_time_limit_fails_the_job_with_a_readable_reason(queue, settings):
 
 @pytest.mark.asyncio
 async def test_user_error_and_internal_error(queue, settings, caplog):
-    bad = await queue.submit(spec(settings, prompt="user-error"), user_id="u", source="cli",
-                             max_queued=10)
-    bug = await queue.submit(spec(settings, prompt="crash"), user_id="u", source="cli",
-                             max_queued=10)
-    ok = await queue.submit(spec(settings), user_id="u", source="cli", max_queued=10)
+    bad = await queue.submit(spec(settings, prompt="user-error"),
+                             requester=Requester("u", "cli"), settings=settings)
+    bug = await queue.submit(spec(settings, prompt="crash"),
+                             requester=Requester("u", "cli"), settings=settings)
+    ok = await queue.submit(spec(settings), requester=Requester("u", "cli"), settings=settings)
     worker, _ = make_worker(queue, settings)
     await worker.run(burst=True)
     assert (await queue.get(bad.id)).error == "That prompt is not allowed here."
@@ -143,15 +148,18 @@ async def test_user_error_and_internal_error(queue, settings, caplog):
 @pytest.mark.asyncio
 async def test_queue_full_refuses_before_recording(queue, settings):
     for _ in range(2):
-        await queue.submit(spec(settings), user_id="u", source="cli", max_queued=2)
+        await queue.submit(spec(settings), requester=Requester("u", "cli"),
+                           settings=replace(settings, max_queued_per_user=2))
     with pytest.raises(QueueFull):
-        await queue.submit(spec(settings), user_id="u", source="cli", max_queued=2)
+        await queue.submit(spec(settings), requester=Requester("u", "cli"),
+                           settings=replace(settings, max_queued_per_user=2))
     assert len(await queue.list_jobs(user_id="u")) == 2
 
 
 @pytest.mark.asyncio
 async def test_shutdown_puts_the_running_job_back(queue, settings):
-    job = await queue.submit(spec(settings, steps=150), user_id="u", source="cli", max_queued=10)
+    job = await queue.submit(spec(settings, steps=150),
+                             requester=Requester("u", "cli"), settings=settings)
     worker, _ = make_worker(queue, settings, step_s=0.01)
     task = asyncio.create_task(worker.run())
     while (await queue.get(job.id)).status is not JobStatus.RUNNING:
