@@ -7,6 +7,7 @@
                    [--method gatys|adain|diffusion] [--size N] [--steps N] [--strength F]
                    [--seed N] [--out PATH]
     artbot preset add NAME IMAGE | list | remove NAME
+    artbot settings show|audit GUILD | set GUILD KEY VALUE | unset GUILD KEY [--channel ID]
     artbot history [--limit N]
     artbot jobs
     artbot cancel JOB_ID
@@ -41,6 +42,10 @@ from artbot.config import Settings, load_settings
 from artbot.errors import InvalidRequest, UserError
 
 log = logging.getLogger("artbot")
+# The keys of `artbot settings` (worker.policy.KEYS), listed here so --help needs no import.
+SETTING_KEYS = ("default_model", "allowed_models", "allowed_families", "max_steps", "max_size",
+                "max_count", "daily_quota", "max_queued", "cooldown", "role_quotas", "channels",
+                "blocklist", "spoiler", "safety_checker", "delete_by")
 
 
 # -- helpers ------------------------------------------------------------------
@@ -74,8 +79,12 @@ def _check_out(out: str | None) -> None:
         raise InvalidRequest(f"Cannot write {out}: folder {parent} does not exist.")
 
 
-async def _run_job(settings: Settings, spec, out: str | None, state: dict) -> int:
-    """Queue `spec`, run a worker here until it finishes, and save its images."""
+async def _run_job(settings: Settings, spec, out: str | None, state: dict,
+                   server: str | None = None) -> int:
+    """Queue `spec`, run a worker here until it finishes, and save its images.
+
+    With `server` (a Discord guild id) the job is queued for that server: its
+    rules, quota and history apply, exactly as for a member there."""
     from storage.images import ImageStore
     from worker.queue import LocalJobQueue
     from worker.runner import Worker
@@ -83,11 +92,12 @@ async def _run_job(settings: Settings, spec, out: str | None, state: dict) -> in
     queue = await LocalJobQueue(settings.db_path).open()
     store = ImageStore(settings.image_dir)
     try:
+        from worker.policy import Requester
+
         job = await queue.submit(
             spec,
-            user_id=_local_user(),
-            source="cli",
-            max_queued=settings.max_queued_per_user,
+            requester=Requester(user_id=_local_user(), source="cli", server_id=server),
+            settings=settings,
         )
         state["job_id"] = job.id
         position = (await queue.positions()).get(job.id)
@@ -147,10 +157,10 @@ async def _run_job(settings: Settings, spec, out: str | None, state: dict) -> in
         await queue.close()
 
 
-def _run_spec(settings: Settings, spec, out: str | None) -> int:
+def _run_spec(settings: Settings, spec, out: str | None, server: str | None = None) -> int:
     state: dict = {}
     try:
-        return asyncio.run(_run_job(settings, spec, out, state))
+        return asyncio.run(_run_job(settings, spec, out, state, server))
     except KeyboardInterrupt:
         if "job_id" in state:
             from storage.db import open_db
@@ -161,6 +171,18 @@ def _run_spec(settings: Settings, spec, out: str | None) -> int:
         return 130
 
 
+def _for_server(settings: Settings, args) -> Settings:
+    """The settings a request is built with: with --server, that server's defaults and limits."""
+    server = getattr(args, "server", None)
+    if not server:
+        return settings
+    from worker.policy import Policy
+
+    if not server.isdigit():
+        raise InvalidRequest(f"--server takes a Discord server id (digits), not {server!r}.")
+    return Policy.load(_store(settings).settings, settings, server).apply(settings)
+
+
 # -- commands -----------------------------------------------------------------
 
 
@@ -168,6 +190,7 @@ def cmd_draw(settings: Settings, args) -> int:
     from worker.jobs import build_draw
 
     _check_out(args.out)
+    operator, settings = settings, _for_server(settings, args)
     spec = build_draw(
         settings,
         prompt=args.prompt,
@@ -179,7 +202,7 @@ def cmd_draw(settings: Settings, args) -> int:
         size=args.size,
         count=args.count,
     )
-    return _run_spec(settings, spec, args.out)
+    return _run_spec(operator, spec, args.out, args.server)
 
 
 def cmd_vary(settings: Settings, args) -> int:
@@ -187,6 +210,7 @@ def cmd_vary(settings: Settings, args) -> int:
     from worker.jobs import build_vary, read_input_image
 
     _check_out(args.out)
+    operator, settings = settings, _for_server(settings, args)
     path = Path(args.image).expanduser()
     if not path.is_file():
         raise InvalidRequest(f"{args.image} does not exist or is not a file.")
@@ -207,7 +231,7 @@ def cmd_vary(settings: Settings, args) -> int:
     )
     sha, _ = ImageStore(settings.image_dir).put_bytes(encode_png(image))
     spec.params["init_image"] = sha
-    return _run_spec(settings, spec, args.out)
+    return _run_spec(operator, spec, args.out, args.server)
 
 
 def _store_input_image(settings: Settings, path_text: str, what: str) -> tuple[str, tuple[int, int]]:
@@ -227,6 +251,7 @@ def cmd_stylize(settings: Settings, args) -> int:
     from worker.jobs import build_stylize
 
     _check_out(args.out)
+    operator, settings = settings, _for_server(settings, args)
     given = [x for x in (args.style, args.preset, args.prompt) if x]
     if len(given) != 1:
         raise InvalidRequest("Give exactly one of --style IMAGE, --preset NAME or --prompt TEXT.")
@@ -243,7 +268,7 @@ def cmd_stylize(settings: Settings, args) -> int:
             raise InvalidRequest(f"Style image {args.style} does not exist or is not a file.")
         read_input_image(style_path.read_bytes(), name=str(args.style))
     elif args.preset:
-        preset = _store(settings).preset(None, args.preset)
+        preset = _store(settings).preset(args.server, args.preset)
         if preset is None:
             raise InvalidRequest(f"There is no preset {args.preset!r}; see: artbot preset list")
         style_sha = preset["image_sha"]
@@ -259,7 +284,7 @@ def cmd_stylize(settings: Settings, args) -> int:
                          style_sha=style_sha, prompt=args.prompt, method=args.method,
                          size=args.size, steps=args.steps, strength=args.strength, seed=args.seed,
                          keep_colors=args.keep_colors, model=args.model, preset=args.preset)
-    return _run_spec(settings, spec, args.out)
+    return _run_spec(operator, spec, args.out, args.server)
 
 
 def cmd_preset(settings: Settings, args) -> int:
@@ -364,6 +389,68 @@ def cmd_cancel(settings: Settings, args) -> int:
     return 0
 
 
+def cmd_settings(settings: Settings, args) -> int:
+    """`artbot settings show|set|unset|audit GUILD ...`: a server's rules, for the operator."""
+    from worker.policy import KEYS, Policy, change_setting, format_value
+
+    server = args.guild
+    if not server.isdigit():
+        raise InvalidRequest(f"GUILD is a Discord server id (digits), not {server!r}.")
+    channel = args.channel
+    if channel is not None and not channel.isdigit():
+        raise InvalidRequest(f"--channel takes a channel id (digits), not {channel!r}.")
+    store = _store(settings).settings
+    if args.action in ("set", "unset"):
+        if not args.key or (args.action == "set" and args.value is None):
+            raise InvalidRequest(f"settings {args.action} needs GUILD KEY"
+                                 + (" VALUE." if args.action == "set" else "."))
+        changed = change_setting(store, settings, server, args.key,
+                                 args.value if args.action == "set" else None,
+                                 actor=_local_user(), via="cli", channel_id=channel)
+        key = args.key.strip().lower().replace("-", "_")
+        where = f"channel {channel}" if channel else f"server {server}"
+        if changed is None:
+            print(f"{key} unchanged for {where}")
+        else:
+            value = Policy.load(store, settings, server, channel)[key]
+            print(f"{key} = {format_value(key, value, mentions=False)} for {where}")
+        return 0
+    if args.action == "audit":
+        entries = store.audit(server, limit=args.limit)
+        if not entries:
+            print(f"No changes recorded for server {server}.")
+        for e in entries:
+            print(_audit_line(e))
+        return 0
+    policy = Policy.load(store, settings, server, channel)
+    print(f"server {server}" + (f", channel {channel}" if channel else ""))
+    for name, key in KEYS.items():
+        source = ("channel" if channel and name in policy.channel_values and key.per_channel
+                  else "server" if name in policy.server_values else "default")
+        print(f"  {name:17} {format_value(name, policy[name], mentions=False):30} ({source})")
+    if not channel:
+        for channel_id, values in store.channel_overrides(server).items():
+            shown = ", ".join(f"{k}={format_value(k, v, mentions=False)}" for k, v in values.items())
+            print(f"  channel {channel_id}: {shown}")
+    entries = store.audit(server, limit=5)
+    if entries:
+        print("recent changes:")
+        for e in entries:
+            print("  " + _audit_line(e))
+    return 0
+
+
+def _audit_line(entry) -> str:
+    from worker.policy import format_value
+
+    def shown(value):
+        return "(default)" if value is None else format_value(entry.key, value, mentions=False)
+
+    where = f" in channel {entry.channel_id}" if entry.channel_id else ""
+    return (f"{_when(entry.created_at)}  {entry.actor} ({entry.via})  {entry.key}{where}: "
+            f"{shown(entry.old_value)} -> {shown(entry.new_value)}")
+
+
 def cmd_train(settings: Settings, args) -> int:
     from generators.device import pick_device
     from generators.training import train
@@ -373,7 +460,7 @@ def cmd_train(settings: Settings, args) -> int:
     started = time.time()
     print(f"training {args.kind} on {args.data} with {device} into {out}", file=sys.stderr)
     train(args.kind, args.data, out, epochs=args.epochs, size=args.size, seed=args.seed,
-          resume=args.resume, device=device, holdout=args.holdout)
+          resume=args.resume, device=device, holdout=args.holdout, init=args.init)
     print(f"{out}: trained in {time.time() - started:.0f}s; sample grids in {out / 'samples'}")
     print(f"draw with: artbot draw \"a red heart\" --model {out}")
     return 0
@@ -453,6 +540,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", help="WIDTHxHEIGHT, multiples of 8 (default: the default_size setting, 512x512)")
     p.add_argument("--count", type=_positive_int, default=1, help="how many images (default 1)")
     p.add_argument("--out", help="output PNG path (with --count N: PATH-1.png ... PATH-N.png)")
+    p.add_argument("--server", metavar="GUILD",
+                   help="act for this Discord server: its rules, quota and history apply")
     p.set_defaults(func=cmd_draw)
 
     p = sub.add_parser("vary", help="make a variation of an image",
@@ -468,6 +557,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guidance", type=float, help="prompt guidance (default 7.5)")
     p.add_argument("--count", type=_positive_int, default=1, help="how many variations (default 1)")
     p.add_argument("--out", help="output PNG path")
+    p.add_argument("--server", metavar="GUILD",
+                   help="act for this Discord server: its rules, quota and history apply")
     p.set_defaults(func=cmd_vary)
 
     p = sub.add_parser("stylize", help="restyle an image: like a style image, a preset, or a prompt",
@@ -489,6 +580,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="diffusion method: the model (default: the default model)")
     p.add_argument("--seed", type=_positive_int, help="seed")
     p.add_argument("--out", help="output PNG path")
+    p.add_argument("--server", metavar="GUILD",
+                   help="act for this Discord server: its rules, quota and history apply")
     p.set_defaults(func=cmd_stylize)
 
     p = sub.add_parser("preset", help="operator-wide style presets for stylize",
@@ -525,9 +618,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=_positive_int, default=64, help="image size in pixels (default 64)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--seed", type=_positive_int, default=0, help="seed; the same seed gives the same model")
+    p.add_argument("--init", metavar="MODEL",
+                   help="start from this trained model's weights (a folder or a bundled name such "
+                   "as emoji-diffusion); the optimiser starts afresh")
     p.add_argument("--holdout", type=float, default=0.0,
                    help="share of the images kept out of training, for held-out metrics (default 0)")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("settings", help="a Discord server's rules: quotas, models, limits, blocklist",
+                       description="Show or change the rules of one Discord server (GUILD is its "
+                       "id), as its admins do with /settings; every change is audited. "
+                       "Keys: " + ", ".join(SETTING_KEYS) + ". Lists take 'a, b' (replace), '+a' (add), '-a' (remove; write "
+                       "'-- -a' so it is not read as an option) or 'all'.")
+    p.add_argument("action", choices=["show", "set", "unset", "audit"])
+    p.add_argument("guild", metavar="GUILD", help="the Discord server id")
+    p.add_argument("key", nargs="?", metavar="KEY")
+    p.add_argument("value", nargs="?", metavar="VALUE")
+    p.add_argument("--channel", help="a channel id: show or change that channel's overrides")
+    p.add_argument("--limit", type=_positive_int, default=20, help="audit: how many changes")
+    p.set_defaults(func=cmd_settings)
 
     p = sub.add_parser("run", help="run the Discord bot with a local worker",
                        description="Run the Discord bot and a local worker in one process. "
