@@ -155,6 +155,26 @@ def load_model_folder(ref: str, family: str) -> tuple[Path, dict, dict[str, torc
     return folder, config, weights
 
 
+def warm_start(trainable: Trainable, weights: dict[str, torch.Tensor], source: str) -> list[str]:
+    """Load exported weights into every network they fit (by parameter names and
+    shapes; an EMA wrapper's networks sit under `model.`). Returns the names loaded."""
+    loaded = []
+    for name, module in trainable.modules.items():
+        params = dict(module.named_parameters())
+        for prefix in ("", "model."):
+            mapped = {prefix + k: v for k, v in weights.items()}
+            if params and all(k in mapped and mapped[k].shape == p.shape for k, p in params.items()):
+                wanted = set(module.state_dict())
+                module.load_state_dict({k: v for k, v in mapped.items() if k in wanted}, strict=False)
+                loaded.append(name)
+                break
+    if not loaded:
+        raise UserError(f"{source} does not fit this model: it was trained with other options "
+                        f"or on other data (another caption vocabulary or set of labels).")
+    log.info("started %s from %s", ", ".join(loaded), source)
+    return loaded
+
+
 def train(
     kind: str,
     data: str,
@@ -169,8 +189,15 @@ def train(
     progress: bool = True,
     dataset: ImageDataset | None = None,
     holdout: float = 0.0,
+    init: str | None = None,
 ) -> Path:
-    """Train a `kind` model on `data` into the folder `out`. Returns the folder."""
+    """Train a `kind` model on `data` into the folder `out`. Returns the folder.
+
+    `init` (a trained model folder or a bundled model's name) starts the networks
+    from that model's weights instead of at random; the optimisers start afresh.
+    It needs the same architecture and data set (for the caption vocabulary and
+    the labels); that is how the bundled models can be trained further, since they
+    ship without their training state."""
     out = Path(out)
     if epochs < 1:
         raise UserError("--epochs must be at least 1.")
@@ -193,6 +220,9 @@ def train(
     options = dict(options or {})
     trainable = _load_trainer(kind)(dataset, device=device, seed=seed, options=options)
     start_epoch, step = 0, 0
+    if init is not None and not resume:
+        _, _, weights = load_model_folder(init, FAMILY_OF_TRAINER[kind])
+        warm_start(trainable, weights, init)
     if resume:
         state = torch.load(state_path, map_location=device, weights_only=False)
         for name, module in trainable.modules.items():
@@ -243,6 +273,7 @@ def train(
         training = {
             "trainer": kind, "epochs": epoch + 1, "steps": step, "seed": seed, "size": size,
             "batch_size": bs, "device": str(device), "options": options,
+            **({"init": init} if init else {}),
             "seconds": round(time.time() - started, 1) + (state.get("seconds", 0) if resume else 0),
             "last_metrics": metrics,
         }

@@ -3,7 +3,10 @@ squares, saved by the training harness, and loaded through the registry."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
+
 import pytest
 import torch
 from PIL import Image, ImageDraw
@@ -182,6 +185,28 @@ def test_training_is_deterministic_and_resumes(tmp_path, data):
           resume=True)
     assert (c / "samples" / "epoch-0002.png").is_file()
     assert (c / "model.safetensors").read_bytes() == (a / "model.safetensors").read_bytes()
+
+
+def test_training_can_start_from_a_trained_model(tmp_path, data):
+    """--init: the bundled models ship without training state, yet can be trained further."""
+    from generators.training import FAMILY_OF_TRAINER, _load_trainer, load_model_folder, warm_start
+
+    small = data.subset(torch.arange(32))
+    opts = dict(TINY, sample_steps=2)
+    a = tmp_path / "a"
+    train("diffusion", "unused", a, epochs=1, size=32, seed=0, dataset=small, options=opts, progress=False)
+    _, _, weights = load_model_folder(str(a), FAMILY_OF_TRAINER["diffusion"])
+    trainable = _load_trainer("diffusion")(small, device=torch.device("cpu"), seed=1, options=opts)
+    assert sorted(warm_start(trainable, weights, "a")) == ["ema", "model"]
+    assert all(torch.equal(v, weights[k]) for k, v in trainable.model.state_dict().items())
+    with pytest.raises(UserError, match="does not fit"):
+        warm_start(trainable, {"junk": torch.zeros(3)}, "junk")
+    d = tmp_path / "d"
+    train("diffusion", "unused", d, epochs=1, size=32, seed=0, dataset=small, options=opts, progress=False,
+          init=str(a))
+    config = json.loads((d / "config.json").read_text())
+    assert config["training"]["init"] == str(a)
+    assert (d / "model.safetensors").read_bytes() != (a / "model.safetensors").read_bytes()
 
 
 def test_tokenizer_lowercases_and_knows_unknown_words():
