@@ -30,7 +30,7 @@ from artbot.config import Settings
 from artbot.errors import UserError
 from bot import render
 from bot.delivery import Delivery
-from bot.i18n import ArtTranslator, t
+from bot.i18n import ArtTranslator, has_text, t
 from bot.views import HistoryPageButton, RemixModal, ResultButton, result_view
 from storage.images import ImageStore, encode_png
 from storage.jobs import Job, JobStatus
@@ -41,6 +41,7 @@ from worker.jobs import (
     build_variation_of,
     read_input_image,
 )
+from worker.policy import Policy, PolicyRefusal, Requester
 from worker.queue import JobQueue, LocalJobQueue
 
 log = logging.getLogger(__name__)
@@ -142,16 +143,46 @@ class ArtBot(commands.Bot):
 
     # -- submitting jobs --------------------------------------------------------
 
+    # -- the server's rules ------------------------------------------------------
+
+    async def rules(self, guild_id: int | None, channel_id: int | None = None) -> Policy:
+        return await self.queue.policy(self.settings, str(guild_id) if guild_id else None,
+                                       str(channel_id) if channel_id and guild_id else None)
+
+    async def settings_for(self, interaction: discord.Interaction) -> Settings:
+        """The settings requests here are built with: the server's (and channel's)
+        default model and limits on top of the operator's."""
+        policy = await self.rules(interaction.guild_id, interaction.channel_id)
+        return policy.apply(self.settings)
+
+    @staticmethod
+    def requester(user: discord.abc.User | None, user_id: int, guild_id: int | None,
+                  channel_id: int | None, channel: Any = None) -> Requester:
+        """Who asks, from where: the user's roles (for role quotas) and whether the
+        channel is age-restricted (for the safety checker)."""
+        roles = tuple(str(r.id) for r in getattr(user, "roles", ()))
+        is_nsfw = getattr(channel, "is_nsfw", None)
+        return Requester(user_id=str(user_id), user_name=getattr(user, "name", None),
+                         source="discord",
+                         server_id=str(guild_id) if guild_id else None,
+                         channel_id=str(channel_id) if channel_id else None,
+                         role_ids=roles, channel_nsfw=bool(is_nsfw and is_nsfw()))
+
+    def requester_of(self, interaction: discord.Interaction) -> Requester:
+        return self.requester(interaction.user, interaction.user.id, interaction.guild_id,
+                              interaction.channel_id, interaction.channel)
+
+    # -- submitting jobs --------------------------------------------------------
+
     async def submit_from_interaction(self, interaction: discord.Interaction, spec: JobSpec) -> Job:
-        """Queue `spec` for the interaction's user and answer with its queue position."""
+        """Queue `spec` for the interaction's user and answer with its queue position.
+
+        The queue's gate (`worker.policy.admit`) applies the server's rules;
+        a refusal reaches the user privately through `report_error`."""
         job = await self.queue.submit(
             spec,
-            user_id=str(interaction.user.id),
-            user_name=interaction.user.name,
-            source="discord",
-            max_queued=self.settings.max_queued_per_user,
-            server_id=str(interaction.guild_id) if interaction.guild_id else None,
-            channel_id=str(interaction.channel_id),
+            requester=self.requester_of(interaction),
+            settings=self.settings,
             interaction_token=interaction.token,
             interaction_at=interaction.created_at.timestamp(),
             locale=str(interaction.locale),
@@ -170,12 +201,9 @@ class ArtBot(commands.Bot):
                                    locale: str | None) -> Job:
         job = await self.queue.submit(
             spec,
-            user_id=str(payload.user_id),
-            user_name=payload.member.name if payload.member else None,
-            source="discord",
-            max_queued=self.settings.max_queued_per_user,
-            server_id=str(payload.guild_id) if payload.guild_id else None,
-            channel_id=str(payload.channel_id),
+            requester=self.requester(payload.member, payload.user_id, payload.guild_id,
+                                     payload.channel_id, self.get_channel(payload.channel_id)),
+            settings=self.settings,
             locale=locale,
         )
         position = (await self.queue.positions()).get(job.id)
@@ -207,10 +235,10 @@ class ArtBot(commands.Bot):
             raise Refusal("job_not_image", job=job.id)
         return images[min(idx or 0, len(images) - 1)]
 
-    async def variation_spec(self, job: Job, idx: int | None, strength: str,
+    async def variation_spec(self, settings: Settings, job: Job, idx: int | None, strength: str,
                              prompt: str | None = None) -> JobSpec:
         record = await self.image_of(job, idx)
-        return build_variation_of(self.settings, job, record.sha256,
+        return build_variation_of(settings, job, record.sha256,
                                   (record.width, record.height),
                                   strength=STRENGTHS[strength], prompt=prompt,
                                   image_seed=record.seed)
@@ -238,14 +266,16 @@ class ArtBot(commands.Bot):
                                   job_id: int, idx: int | None) -> None:
         job = await self.job_in_guild(job_id, interaction.guild_id)
         if action == "reroll":
-            await self.submit_from_interaction(interaction, build_reroll(self.settings, job))
+            settings = await self.settings_for(interaction)
+            await self.submit_from_interaction(interaction, build_reroll(settings, job))
         elif action in ("vs", "vS", "v"):
             if idx is None and interaction.message is not None:
                 link = await self.queue.run(lambda s: s.message_link(str(interaction.message.id)))
                 idx = link["image_idx"] if link else None
             strength = "subtle" if action == "vs" else "strong"
-            await self.submit_from_interaction(interaction,
-                                               await self.variation_spec(job, idx, strength))
+            settings = await self.settings_for(interaction)
+            await self.submit_from_interaction(
+                interaction, await self.variation_spec(settings, job, idx, strength))
         elif action == "u":
             await self.send_result(interaction, job, only=idx or 0)
         elif action == "remix":
@@ -254,7 +284,8 @@ class ArtBot(commands.Bot):
             await self.delete_result(interaction, job)
 
     async def remix(self, interaction: discord.Interaction, job: Job, prompt: str) -> None:
-        await self.submit_from_interaction(interaction, build_reroll(self.settings, job, prompt=prompt))
+        settings = await self.settings_for(interaction)
+        await self.submit_from_interaction(interaction, build_reroll(settings, job, prompt=prompt))
 
     async def send_result(self, interaction: discord.Interaction, job: Job,
                           only: int | None = None) -> None:
@@ -280,13 +311,17 @@ class ArtBot(commands.Bot):
             job.id, str(message.id), str(interaction.channel_id), guild_id=job.server_id,
             via="interaction", image_idx=only, primary=False))
 
-    def may_delete(self, job: Job, user_id: int, permissions: discord.Permissions | None) -> bool:
-        if str(user_id) == job.user_id:
-            return True
-        return bool(permissions and (permissions.manage_messages or permissions.administrator))
+    async def may_delete(self, job: Job, user_id: int, permissions: discord.Permissions | None,
+                         guild_id: int | None) -> bool:
+        """The server's delete_by rule: owner or moderators (default), moderators, or anyone.
+        A moderator has Manage Messages (or is an administrator)."""
+        is_mod = bool(permissions and (permissions.manage_messages or permissions.administrator))
+        policy = await self.rules(guild_id)
+        return policy.may_delete(is_owner=str(user_id) == job.user_id, is_mod=is_mod)
 
     async def delete_result(self, interaction: discord.Interaction, job: Job) -> None:
-        if not self.may_delete(job, interaction.user.id, interaction.permissions):
+        if not await self.may_delete(job, interaction.user.id, interaction.permissions,
+                                     interaction.guild_id):
             raise Refusal("delete_refused")
         message = interaction.message
         await interaction.response.send_message(t("deleted", interaction.locale), ephemeral=True)
@@ -305,16 +340,19 @@ class ArtBot(commands.Bot):
         link = await self.queue.run(lambda s: s.message_link(str(payload.message_id)))
         if link is None:
             return
+        locale = None
         try:
             job = await self.job_in_guild(link["job_id"], payload.guild_id)
+            locale = job.locale
+            settings = (await self.rules(payload.guild_id, payload.channel_id)).apply(self.settings)
             if action == "reroll":
-                await self.submit_from_reaction(payload, build_reroll(self.settings, job), job.locale)
+                await self.submit_from_reaction(payload, build_reroll(settings, job), job.locale)
             elif action == "vary":
-                spec = await self.variation_spec(job, link["image_idx"], "subtle")
+                spec = await self.variation_spec(settings, job, link["image_idx"], "subtle")
                 await self.submit_from_reaction(payload, spec, job.locale)
             elif action == "delete":
                 perms = payload.member.guild_permissions if payload.member else None
-                if not self.may_delete(job, payload.user_id, perms):
+                if not await self.may_delete(job, payload.user_id, perms, payload.guild_id):
                     log.info("user %s may not delete job %d; reaction ignored", payload.user_id, job.id)
                     return
                 channel = self.get_partial_messageable(payload.channel_id, guild_id=payload.guild_id)
@@ -323,7 +361,7 @@ class ArtBot(commands.Bot):
         except UserError as exc:
             # A reaction has no private reply: answer briefly in the channel, then tidy up.
             channel = self.get_partial_messageable(payload.channel_id, guild_id=payload.guild_id)
-            text = exc.text(None) if isinstance(exc, Refusal) else exc.message
+            text = user_error_text(exc, locale)
             await channel.send(f"<@{payload.user_id}> {text}", delete_after=30,
                                allowed_mentions=discord.AllowedMentions(users=True))
         except Exception:  # noqa: BLE001
@@ -374,10 +412,8 @@ class ArtBot(commands.Bot):
 
     async def report_error(self, interaction: discord.Interaction, error: BaseException) -> None:
         """The one sink: user mistakes get a private answer; bugs are logged once with a reference."""
-        if isinstance(error, Refusal):
-            text = error.text(interaction.locale)
-        elif isinstance(error, UserError):
-            text = error.message
+        if isinstance(error, UserError):
+            text = user_error_text(error, interaction.locale)
         elif isinstance(error, app_commands.CheckFailure):
             text = str(error) or "You cannot use this here."
         else:
@@ -393,6 +429,19 @@ class ArtBot(commands.Bot):
                 await interaction.response.send_message(text, ephemeral=True)
         except discord.HTTPException:
             log.warning("could not tell the user about an error in interaction %s", interaction.id)
+
+
+def user_error_text(error: UserError, locale) -> str:
+    """A user mistake or a refusal in the user's language, with times as Discord timestamps
+    (each reader sees their own time zone)."""
+    if isinstance(error, Refusal):
+        return error.text(locale)
+    if isinstance(error, PolicyRefusal):
+        when = f"<t:{int(error.retry_at)}:R>" if error.retry_at else ""
+        if has_text(f"policy_{error.key}"):
+            return t(f"policy_{error.key}", locale, when=when, **error.values)
+        return error.render(when)
+    return error.message
 
 
 def parse_job_reference(text: str) -> tuple[int | None, int | None]:

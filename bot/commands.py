@@ -1,4 +1,5 @@
-"""The slash commands: /draw, /vary, /history, /job, /queue, /help.
+"""The slash commands: /draw, /vary, /stylize, /preset, /history, /job, /queue,
+/quota, /help, and for admins /settings and /stats.
 
 Thin on purpose: each one validates what the user typed (through the same
 `worker.jobs` builders the CLI uses), queues a job or reads the database, and
@@ -14,6 +15,7 @@ from discord import app_commands
 from discord.app_commands import locale_str as _
 
 from bot import render
+from bot.admin import register_admin_commands
 from bot.i18n import t
 from storage.jobs import JobStatus
 from worker.jobs import (
@@ -46,7 +48,10 @@ def register_commands(bot: "ArtBot") -> None:
     settings = bot.settings
 
     async def model_autocomplete(interaction: discord.Interaction, current: str):
-        names = model_choices(settings)
+        """The models allowed in this channel that match what was typed."""
+        policy = await bot.rules(interaction.guild_id, interaction.channel_id)
+        names = [n for n in model_choices(settings)
+                 if policy.allows_model(settings.resolve_model(n), settings)]
         current = current.lower()
         return [app_commands.Choice(name=render.short_model(n)[:100], value=n[:100])
                 for n in dict.fromkeys(names) if current in n.lower()][:25]
@@ -72,7 +77,8 @@ def register_commands(bot: "ArtBot") -> None:
         seed: Optional[app_commands.Range[int, 0, SEED_MAX]] = None,
         count: app_commands.Range[int, 1, settings.max_count] = 1,
     ) -> None:
-        spec = build_draw(settings, prompt=prompt, negative_prompt=negative or "", model=model,
+        here = await bot.settings_for(interaction)  # the server's defaults and limits
+        spec = build_draw(here, prompt=prompt, negative_prompt=negative or "", model=model,
                           size=size.value if size else None, steps=steps, seed=seed, count=count)
         await bot.submit_from_interaction(interaction, spec)
 
@@ -95,9 +101,10 @@ def register_commands(bot: "ArtBot") -> None:
         from bot.client import Refusal, parse_job_reference
 
         how = strength.value if strength else "subtle"
+        here = await bot.settings_for(interaction)
         if image is not None:
             sha, size_ = await bot.store_upload(image)
-            spec = build_vary(settings, init_image_sha=sha, init_size=size_, prompt=prompt or "",
+            spec = build_vary(here, init_image_sha=sha, init_size=size_, prompt=prompt or "",
                               strength=STRENGTHS[how])
         elif job:
             job_id, message_id = parse_job_reference(job)
@@ -110,7 +117,7 @@ def register_commands(bot: "ArtBot") -> None:
             if job_id is None:
                 raise Refusal("job_not_found", job=job)
             source = await bot.job_in_guild(job_id, interaction.guild_id)
-            spec = await bot.variation_spec(source, idx, how, prompt=prompt)
+            spec = await bot.variation_spec(here, source, idx, how, prompt=prompt)
         else:
             raise Refusal("vary_needs_source")
         await bot.submit_from_interaction(interaction, spec)
@@ -158,7 +165,8 @@ def register_commands(bot: "ArtBot") -> None:
             if saved is None:
                 raise Refusal("preset_unknown", name=preset)
             style_sha = saved["image_sha"]
-        spec = build_stylize(settings, content_sha=content_sha, content_size=content_size,
+        spec = build_stylize(await bot.settings_for(interaction), content_sha=content_sha,
+                             content_size=content_size,
                              style_sha=style_sha, prompt=prompt,
                              method=method.value if method else None, size=size,
                              strength=strength, preset=preset)
@@ -208,6 +216,7 @@ def register_commands(bot: "ArtBot") -> None:
                                                 ephemeral=True)
 
     tree.add_command(presets)
+    register_admin_commands(bot, require_manage_server)
 
     @tree.command(name=_("history"), description=_("Your recent images, with prompts and seeds"))
     @app_commands.describe(user=_("Whose history (default: yours)"))

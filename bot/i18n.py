@@ -74,6 +74,31 @@ COMMAND_ZH: dict[str, str] = {
     "The style image": "风格图片",
     "The style presets of this server": "本服务器的风格预设",
     "Remove a style preset": "删除一个风格预设",
+    "settings": "设置",
+    "quota": "配额",
+    "stats": "统计",
+    "show": "查看",
+    "set": "设定",
+    "reset": "重置",
+    "tier": "角色配额",
+    "audit": "审计",
+    "key": "项目",
+    "value": "值",
+    "channel": "频道",
+    "role": "角色",
+    "Server rules for artbot (Manage Server)": "本服务器的 artbot 规则（需要管理服务器权限）",
+    "Show this server's rules, or one channel's": "查看本服务器或某个频道的规则",
+    "Change one rule": "修改一项规则",
+    "Put one rule back to its default": "把一项规则恢复为默认值",
+    "Give a role its own daily quota": "为一个角色设定每日配额",
+    "Recent changes to the rules": "最近的规则修改记录",
+    "Which rule": "哪一项规则",
+    "The new value (lists: a, b; +a adds; -a removes)": "新值（列表：a, b；+a 添加；-a 删除）",
+    "Only in this channel (for rules that allow it)": "仅在这个频道生效（限支持的规则）",
+    "The role": "角色",
+    "Images per day, unlimited, or none to remove the tier": "每日图片数、unlimited，或 none 取消",
+    "How many images you have left today": "你今天还剩多少张图",
+    "This server's usage: images, top users, queue, speed": "本服务器的使用情况：图片数、活跃用户、队列、速度",
     # choices
     "Subtle": "轻微",
     "Strong": "强烈",
@@ -141,6 +166,52 @@ MESSAGES: dict[str, dict[str, str]] = {
     "queue_line_running": {"en": "Job {job}: running, {progress}", "zh": "任务 {job}：运行中，{progress}"},
     "step_of": {"en": "step {step} of {total}", "zh": "第 {step}/{total} 步"},
     "nothing_running": {"en": "Nothing is running.", "zh": "当前没有任务在运行。"},
+    # Refusals by the server's rules (worker.policy): {when} is a Discord timestamp.
+    "policy_quota": {
+        "en": "You have used your {quota} images for today; the quota resets {when}.",
+        "zh": "你今天的 {quota} 张图片额度已用完，额度将于 {when} 重置。",
+    },
+    "policy_quota_partial": {
+        "en": "You have {left} of your {quota} images left today; ask for {left} or fewer, "
+              "or wait until the quota resets {when}.",
+        "zh": "你今天的 {quota} 张额度还剩 {left} 张；请最多要 {left} 张，或等额度于 {when} 重置。",
+    },
+    "policy_cooldown": {"en": "Slow down: you can ask again {when}.", "zh": "请稍等：{when} 后可以再次请求。"},
+    "policy_blocked": {"en": "This server does not allow that prompt.", "zh": "本服务器不允许这个提示词。"},
+    "policy_channel": {"en": "I only draw in {channels} on this server.", "zh": "在本服务器我只在 {channels} 画图。"},
+    "policy_model": {
+        "en": "The model {model} is not allowed here; allowed: {allowed}.",
+        "zh": "这里不允许使用模型 {model}；允许的模型：{allowed}。",
+    },
+    "policy_family": {"en": "{family} models are not allowed here.", "zh": "这里不允许使用 {family} 类模型。"},
+    "policy_limit": {"en": "This server allows at most {limit} {what}.", "zh": "本服务器最多允许 {limit}（{what}）。"},
+    "settings_title": {"en": "artbot rules of {server}", "zh": "{server} 的 artbot 规则"},
+    "settings_channel_title": {"en": "artbot rules in {channel}", "zh": "{channel} 中的 artbot 规则"},
+    "settings_changed": {"en": "{name}: {old} → {new}", "zh": "{name}：{old} → {new}"},
+    "settings_unchanged": {"en": "{name} already is {value}.", "zh": "{name} 已经是 {value}。"},
+    "settings_overrides": {"en": "Channel overrides", "zh": "频道单独设置"},
+    "settings_audit_title": {"en": "Recent rule changes", "zh": "最近的规则修改"},
+    "settings_audit_empty": {"en": "No changes yet.", "zh": "还没有修改记录。"},
+    "quota_title": {"en": "Your quota here", "zh": "你在这里的额度"},
+    "quota_unlimited": {"en": "No daily limit: {used} images today.", "zh": "没有每日上限：今天已用 {used} 张。"},
+    "quota_left": {
+        "en": "**{left}** of {quota} images left today; resets {when}.",
+        "zh": "今天还剩 **{left}** / {quota} 张；{when} 重置。",
+    },
+    "quota_cooldown": {"en": "Cooldown: you can ask again {when}.", "zh": "冷却中：{when} 后可以再次请求。"},
+    "quota_queued": {"en": "Jobs waiting or running: {pending} of {limit}.", "zh": "排队或进行中的任务：{pending} / {limit}。"},
+    "stats_title": {"en": "artbot in {server}", "zh": "artbot 在 {server}"},
+    "stats_images": {"en": "Images", "zh": "图片"},
+    "stats_images_value": {"en": "today {today} · last 7 days {week}", "zh": "今天 {today} · 近 7 天 {week}"},
+    "stats_top": {"en": "Top users (7 days)", "zh": "活跃用户（近 7 天）"},
+    "stats_queue": {"en": "Queue", "zh": "队列"},
+    "stats_queue_value": {
+        "en": "{queued} waiting, {running} running here; {all} waiting on all servers",
+        "zh": "本服务器 {queued} 个排队、{running} 个运行中；所有服务器共 {all} 个排队",
+    },
+    "stats_models": {"en": "Per model (7 days): jobs · mean wait · mean generation",
+                     "zh": "各模型（近 7 天）：任务数 · 平均等待 · 平均生成"},
+    "nobody_yet": {"en": "nobody yet", "zh": "暂无"},
     "field_seed": {"en": "Seed", "zh": "种子"},
     "field_seeds": {"en": "Seeds", "zh": "种子"},
     "field_model": {"en": "Model", "zh": "模型"},
@@ -166,7 +237,7 @@ MESSAGES: dict[str, dict[str, str]] = {
             "**/stylize** an image like a style image, an admin's preset, or a style in words.\n"
             "**/history** your recent images with prompts, seeds and links.\n"
             "**/job** `id` brings an old result back with working buttons.\n"
-            "**/queue** your queued and running jobs.\n\n"
+            "**/queue** your queued and running jobs; **/quota** the images you have left today.\n\n"
             "Under each result: 🔁 reroll with a new seed, 🎲 subtle and 🌀 strong variations, "
             "✏️ remix (edit the prompt), 🗑️ delete. On a grid, V1–V4 vary one image and U1–U4 "
             "show one at full size. Reactions work too: 🔁 reroll, 🎲 vary, 🗑️ delete."
@@ -177,7 +248,7 @@ MESSAGES: dict[str, dict[str, str]] = {
             "**/stylize** 按风格图片、管理员的预设或文字描述为图片换风格。\n"
             "**/history** 查看你最近的作品、提示词、种子和链接。\n"
             "**/job** `编号` 找回旧作品，按钮依然可用。\n"
-            "**/queue** 查看你排队中和进行中的任务。\n\n"
+            "**/queue** 查看你排队中和进行中的任务；**/quota** 查看你今天剩余的图片额度。\n\n"
             "每个结果下方：🔁 换种子重画，🎲 轻微变体，🌀 强烈变体，✏️ 改写提示词，🗑️ 删除。"
             "网格图上 V1–V4 对单张生成变体，U1–U4 单独显示一张。也可以用表情回应：🔁 重画，🎲 变体，🗑️ 删除。"
         ),
@@ -189,6 +260,10 @@ def language(locale: discord.Locale | str | None) -> str:
     """'zh' for Chinese locales (simplified and traditional fall back to it), else 'en'."""
     value = getattr(locale, "value", locale) or ""
     return "zh" if str(value).lower().startswith("zh") else "en"
+
+
+def has_text(key: str) -> bool:
+    return key in MESSAGES
 
 
 def t(key: str, locale: discord.Locale | str | None = None, **values) -> str:

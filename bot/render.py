@@ -73,7 +73,8 @@ def result_embed(job: Job, images: list[ImageRecord], filename: str) -> discord.
         embed.add_field(name=t("field_strength", locale), value=str(p["strength"]))
     if job.parent_id:
         embed.add_field(name=t("field_parent", locale), value=f"job {job.parent_id}")
-    embed.set_image(url=f"attachment://{filename}")
+    if not p.get("spoiler"):  # a spoiler stays hidden: no embed preview of it
+        embed.set_image(url=f"attachment://{filename}")
     embed.set_footer(text=f"job {job.id} · {images[0].width}×{images[0].height}")
     return embed
 
@@ -108,7 +109,8 @@ def result_file(job: Job, images: list[ImageRecord], image_root: Path,
         buf = io.BytesIO()
         grid(opened).save(buf, format="PNG")
         data = buf.getvalue()
-    return discord.File(io.BytesIO(data), filename=name)
+    # The server's rules may ask for spoilers: Discord then blurs the image until clicked.
+    return discord.File(io.BytesIO(data), filename=name, spoiler=bool(job.params.get("spoiler")))
 
 
 def result_content(job: Job) -> str:

@@ -252,6 +252,7 @@ class Channel:
     position: int
     type: int = 0
     topic: Optional[str] = None
+    nsfw: bool = False  # age-restricted
 
     @property
     def mention(self) -> str:
@@ -259,7 +260,7 @@ class Channel:
 
     def payload(self) -> dict:
         return {"id": str(self.id), "type": self.type, "guild_id": str(self.guild_id), "name": self.name,
-                "position": self.position, "flags": 0, "parent_id": None, "topic": self.topic, "nsfw": False,
+                "position": self.position, "flags": 0, "parent_id": None, "topic": self.topic, "nsfw": self.nsfw,
                 "rate_limit_per_user": 0, "last_message_id": None, "permission_overwrites": []}
 
 
@@ -661,8 +662,9 @@ class DiscordServer:
                                       intent=Intents.GUILD_MEMBERS))
         return member
 
-    def add_channel(self, name: str, *, topic: Optional[str] = None) -> Channel:
-        channel = Channel(self.snowflake(), self.guild.id, name, len(self.guild.channels), topic=topic)
+    def add_channel(self, name: str, *, topic: Optional[str] = None, nsfw: bool = False) -> Channel:
+        channel = Channel(self.snowflake(), self.guild.id, name, len(self.guild.channels), topic=topic,
+                          nsfw=nsfw)
         self.guild.channels[channel.id] = channel
         if self.session:
             self._spawn(self.dispatch("CHANNEL_CREATE", channel.payload(), intent=Intents.GUILDS))

@@ -169,6 +169,8 @@ async def test_result_after_the_token_expired_goes_to_the_channel_with_a_mention
     async with running_client(server, make_bot(bot_settings, run_worker=False)) as bot:
         ix = await draw(server, server.alice, seed=5)
         job = await newest_job(bot)
+        while (await bot.queue.get(job.id)).message_id is None:  # the command has finished
+            await asyncio.sleep(0.02)
         server.expire_interaction(ix)  # 15 minutes pass before a worker gets to it
         worker = Worker(bot.queue, bot.images, bot_settings)
         await worker.run(burst=True)

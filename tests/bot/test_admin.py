@@ -1,0 +1,202 @@
+"""Server rules on Discord, end to end: the real discord.py client against the
+Discord-protocol server, the tiny diffusion model and a real worker, with the
+operator's `artbot settings` run in-process on the same data directory."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+
+import pytest
+
+from artbot.cli import main as artbot
+from storage.db import open_db
+from storage.jobs import JobStore
+from tests.bot.discord_server import Permissions, running_client
+from tests.bot.test_bot import RESULT_WAIT, bot_settings, draw, has_image, make_bot, result, server  # noqa: F401
+
+EPHEMERAL = 64
+
+
+def operator(bot_settings, monkeypatch, capsys, *argv: str) -> str:
+    """`artbot ARGV...` as the operator types it, on the bot's data directory."""
+    monkeypatch.setenv("ARTBOT_DATA_DIR", str(bot_settings.data_dir))
+    monkeypatch.setenv("ARTBOT_DEFAULT_MODEL", bot_settings.default_model)
+    capsys.readouterr()
+    code = artbot(list(argv))
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    return out.out
+
+
+async def answer_of(ix) -> dict:
+    data = (await ix.wait_response())["data"]
+    return data
+
+
+def text_of(data: dict) -> str:
+    parts = [data.get("content") or ""]
+    for embed in data.get("embeds") or []:
+        parts += [embed.get("title") or "", embed.get("description") or ""]
+        parts += [f"{f['name']}: {f['value']}" for f in embed.get("fields") or []]
+    return "\n".join(parts)
+
+
+async def crafted(server, member, channel, name: str, options: dict):
+    """A /command interaction sent as if Discord had shown the command to `member`
+    (a server can override default permissions, and a client can craft requests)."""
+    root, *path = name.split()
+    cmd = server.command(root) or server.command(root, server.guild.id)
+    opts, resolved = server._command_options(cmd, path, options, channel)
+    data = {"id": cmd["id"], "name": cmd["name"], "type": 1, "options": opts}
+    if resolved:
+        data["resolved"] = resolved
+    return await server._interact(2, member, channel, data)
+
+
+def job_count(bot_settings) -> int:
+    return len(JobStore(open_db(bot_settings.db_path)).list_jobs(limit=1000))
+
+
+@pytest.mark.asyncio
+async def test_done_when_quota_settings_blocklist_and_audit(server, bot_settings, monkeypatch, capsys):
+    guild = str(server.guild.id)
+    operator(bot_settings, monkeypatch, capsys, "settings", "set", guild, "daily_quota", "2")
+    async with running_client(server, make_bot(bot_settings)) as bot:
+        # Two draws go through; the third of the day is refused with the reset time.
+        for seed in (1, 2):
+            await result(await draw(server, server.alice, seed=seed))
+        assert job_count(bot_settings) == 2
+        ix = await server.slash_command(server.alice, server.general, "draw", {"prompt": "a fox"})
+        data = await answer_of(ix)
+        assert data["flags"] & EPHEMERAL
+        assert "used your 2 images" in data["content"]
+        (stamp,) = re.findall(r"<t:(\d+):R>", data["content"])
+        assert int(stamp) % 86_400 == 0 and 0 < int(stamp) - time.time() <= 86_400  # next midnight UTC
+        assert job_count(bot_settings) == 2  # nothing queued
+
+        # Every other way in passes the same gate: a button and a reaction.
+        first = server.messages_in(server.general)[0]
+        reroll = next(b["custom_id"] for b in first.buttons if b["custom_id"].startswith("ab:reroll"))
+        ix = await server.press_button(server.alice, first, reroll)
+        data = await answer_of(ix)
+        assert data["flags"] & EPHEMERAL and "used your 2 images" in data["content"]
+        await server.add_reaction(server.alice, first, "🔁")
+        note = await server.wait_for_message(
+            channel_id=server.general.id, predicate=lambda m: not m.ephemeral and "used your 2 images" in m.content)
+        assert f"<@{server.alice.id}>" in note.content
+        assert job_count(bot_settings) == 2
+
+        # /quota says the same; bob, who has drawn nothing, has his own 2.
+        data = await answer_of(await server.slash_command(server.alice, server.general, "quota"))
+        assert "**0** of 2" in text_of(data) and data["flags"] & EPHEMERAL
+        data = await answer_of(await server.slash_command(server.bob, server.general, "quota"))
+        assert "**2** of 2" in text_of(data)
+
+        # A member without Manage Server: Discord hides /settings, and a crafted call is refused.
+        with pytest.raises(PermissionError):
+            await server.slash_command(server.bob, server.general, "settings show")
+        ix = await crafted(server, server.bob, server.general, "settings set",
+                           {"key": "daily_quota", "value": "unlimited"})
+        data = await answer_of(ix)
+        assert data["flags"] & EPHEMERAL and "manage this server" in data["content"]
+        ix = await crafted(server, server.bob, server.general, "stats", {})
+        assert "manage this server" in (await answer_of(ix))["content"]
+
+        # An admin blocks a word; disguised, it is still refused, privately.
+        ix = await server.slash_command(server.owner, server.general, "settings set",
+                                        {"key": "blocklist", "value": "+nasty, /gr[o0]ss/"})
+        data = await answer_of(ix)
+        assert data["flags"] & EPHEMERAL and "blocklist" in data["content"]
+        for prompt in ("a NASTY cat", "a ｎａｓｔｙ cat", "a na\u200bsty cat", "gr0ss"):
+            ix = await server.slash_command(server.bob, server.general, "draw", {"prompt": prompt})
+            data = await answer_of(ix)
+            assert data["flags"] & EPHEMERAL and "does not allow that prompt" in data["content"]
+        assert job_count(bot_settings) == 2
+
+        # The admin's change is in `artbot settings show` and in the audit table.
+        shown = operator(bot_settings, monkeypatch, capsys, "settings", "show", guild)
+        assert re.search(r"daily_quota\s+2\s+\(server\)", shown)
+        assert re.search(r"blocklist\s+nasty, /gr\[o0\]ss/\s+\(server\)", shown)
+        assert f"{server.owner.id} (discord)  blocklist: (default) -> nasty, /gr[o0]ss/" in shown
+        entries = JobStore(open_db(bot_settings.db_path)).settings.audit(guild)
+        assert [(e.key, e.via, e.old_value, e.new_value) for e in entries] == [
+            ("blocklist", "discord", None, ["nasty", "/gr[o0]ss/"]), ("daily_quota", "cli", None, 2)]
+        assert entries[0].actor == str(server.owner.id) and entries[1].actor.startswith("local:")
+        data = await answer_of(await server.slash_command(server.owner, server.general, "settings audit"))
+        assert "blocklist" in text_of(data) and "daily_quota" in text_of(data)
+
+        # /stats for the admin.
+        data = await answer_of(await server.slash_command(server.owner, server.general, "stats"))
+        stats = text_of(data)
+        assert "today 2" in stats and f"<@{server.alice.id}> · 2" in stats
+
+    # Settings and used quota survive a restart.
+    async with running_client(server, make_bot(bot_settings)):
+        ix = await server.slash_command(server.alice, server.general, "draw", {"prompt": "a fox"})
+        assert "used your 2 images" in (await answer_of(ix))["content"]
+    server.assert_clean()
+
+
+@pytest.mark.asyncio
+async def test_channel_overrides_channels_spoilers_and_delete_rule(server, bot_settings):
+    async with running_client(server, make_bot(bot_settings)) as bot:
+        ix = await server.slash_command(server.owner, server.general, "settings set",
+                                        {"key": "max_steps", "value": "3", "channel": server.art})
+        data = await answer_of(ix)
+        assert "max_steps" in data["content"] and server.art.mention in data["content"]
+        ix = await server.slash_command(server.alice, server.art, "draw", {"prompt": "a fox", "steps": 4})
+        assert "between 1 and 3" in (await answer_of(ix))["content"]
+        await result(await draw(server, server.alice, steps=4))  # general keeps the server's limit
+        # A rule that is per server cannot be set per channel.
+        ix = await server.slash_command(server.owner, server.general, "settings set",
+                                        {"key": "daily_quota", "value": "5", "channel": server.art})
+        assert "whole server" in (await answer_of(ix))["content"]
+
+        data = await answer_of(await server.slash_command(server.owner, server.general, "settings show",
+                                                          {"channel": server.art}))
+        assert "**max_steps**: 3 · *channel*" in text_of(data)
+
+        # Only in #art, as spoilers.
+        for key, value in (("channels", server.art.mention), ("spoiler", "on")):
+            await answer_of(await server.slash_command(server.owner, server.general, "settings set",
+                                                       {"key": key, "value": value}))
+        ix = await server.slash_command(server.alice, server.general, "draw", {"prompt": "a fox"})
+        assert f"only draw in {server.art.mention}" in (await answer_of(ix))["content"]
+        message = await result(await server.slash_command(server.alice, server.art, "draw",
+                                                          {"prompt": "a fox", "steps": 2}))
+        assert message.attachments[0]["filename"].startswith("SPOILER_")
+        assert not (message.payload["embeds"][0].get("image"))  # no unblurred preview
+
+        # delete_by mods: even the owner of a result cannot delete it, a moderator can.
+        await answer_of(await server.slash_command(server.owner, server.general, "settings set",
+                                                   {"key": "delete_by", "value": "mods"}))
+        delete = next(b["custom_id"] for b in message.buttons if b["custom_id"].startswith("ab:del"))
+        data = await answer_of(await server.press_button(server.alice, message, delete))
+        assert data["flags"] & EPHEMERAL and not server.messages[message.id].deleted
+        mod = server.add_member("mod", permissions=Permissions.MANAGE_MESSAGES)
+        await answer_of(await server.press_button(mod, message, delete))
+        await server.wait_for(lambda: server.messages[message.id].deleted, what="the deletion")
+        del bot
+    server.assert_clean()
+
+
+@pytest.mark.asyncio
+async def test_role_tier_and_cooldown_on_discord(server, bot_settings):
+    patron = server.add_role("Patron")
+    carol = server.add_member("carol", roles=[patron])
+    async with running_client(server, make_bot(bot_settings)):
+        for key, value in (("daily_quota", "1"), ("cooldown", "1h")):
+            await answer_of(await server.slash_command(server.owner, server.general, "settings set",
+                                                       {"key": key, "value": value}))
+        data = await answer_of(await server.slash_command(server.owner, server.general, "settings tier",
+                                                          {"role": patron, "quota": "unlimited"}))
+        assert f"<@&{patron.id}>=unlimited" in data["content"]
+        await result(await draw(server, carol))
+        ix = await server.slash_command(carol, server.general, "draw", {"prompt": "again"})
+        content = (await answer_of(ix))["content"]
+        assert "Slow down" in content and re.search(r"<t:\d+:R>", content)  # the cooldown, not the quota
+        data = await answer_of(await server.slash_command(carol, server.general, "quota"))
+        assert "No daily limit" in text_of(data) and "Cooldown" in text_of(data)
+    server.assert_clean()
