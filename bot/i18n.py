@@ -168,11 +168,11 @@ MESSAGES: dict[str, dict[str, str]] = {
     "nothing_running": {"en": "Nothing is running.", "zh": "当前没有任务在运行。"},
     # Refusals by the server's rules (worker.policy): {when} is a Discord timestamp.
     "policy_quota": {
-        "en": "You have used your {quota} images for today; the quota resets {when}.",
+        "en": "You have used your {images} for today; the quota resets {when}.",
         "zh": "你今天的 {quota} 张图片额度已用完，额度将于 {when} 重置。",
     },
     "policy_quota_partial": {
-        "en": "You have {left} of your {quota} images left today; ask for {left} or fewer, "
+        "en": "You have {left} of your {images} left today; ask for {left} or fewer, "
               "or wait until the quota resets {when}.",
         "zh": "你今天的 {quota} 张额度还剩 {left} 张；请最多要 {left} 张，或等额度于 {when} 重置。",
     },

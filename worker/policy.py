@@ -501,18 +501,22 @@ def admit(store, spec, requester: Requester, settings: Settings, now: float) -> 
                 left = max(0, quota - used)
                 if left:
                     raise PolicyRefusal(
-                        "quota_partial", "You have {left} of your {quota} images left today; "
+                        "quota_partial", "You have {left} of your {images} left today; "
                         "ask for {left} or fewer, or wait until the quota resets {when}.",
-                        retry_at=day_start(now) + DAY, left=left, quota=quota)
-                raise PolicyRefusal("quota", "You have used your {quota} images for today; "
+                        retry_at=day_start(now) + DAY, left=left, quota=quota, images=images(quota))
+                raise PolicyRefusal("quota", "You have used your {images} for today; "
                                     "the quota resets {when}.", retry_at=day_start(now) + DAY,
-                                    quota=quota)
+                                    quota=quota, images=images(quota))
     extra: dict[str, Any] = {}
     if policy["spoiler"]:
         extra["spoiler"] = True
     if _family(spec.generator) == "diffusion" and policy.unfiltered(requester.channel_nsfw):
         extra["options"] = {**spec.params.get("options", {}), "safety_checker": False}
     return extra
+
+
+def images(n: int) -> str:
+    return f"{n} image" + ("" if n == 1 else "s")
 
 
 def gate(spec, requester: Requester, settings: Settings,
