@@ -670,6 +670,24 @@ class DiscordServer:
             self._spawn(self.dispatch("CHANNEL_CREATE", channel.payload(), intent=Intents.GUILDS))
         return channel
 
+    def add_guild(self, name: str, *, members: Iterable[Member | User] = ()) -> Guild:
+        """Another server, owned by ``server.owner``, with a ``general`` text channel; the bot
+        and ``members`` (with ``@everyone`` permissions) are in it. Call before the bot
+        connects: it learns its guilds at READY."""
+        gid = self.snowflake()
+        guild = Guild(gid, name, self.owner.id)
+        guild.roles[gid] = Role(gid, "@everyone", Permissions.EVERYONE)
+        bot_role = Role(self.snowflake(), "ArtBot", Permissions.EVERYONE | Permissions.MANAGE_MESSAGES, 1, True)
+        guild.roles[bot_role.id] = bot_role
+        self._add_member(self.bot_user, [bot_role.id], guild)
+        self._add_member(self.owner.user, [], guild)
+        for m in members:
+            self._add_member(m.user if isinstance(m, Member) else m, [], guild)
+        channel = Channel(self.snowflake(), gid, "general", 0)
+        guild.channels[channel.id] = channel
+        self.guilds[gid] = guild
+        return guild
+
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)

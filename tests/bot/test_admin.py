@@ -200,3 +200,33 @@ async def test_role_tier_and_cooldown_on_discord(server, bot_settings):
         data = await answer_of(await server.slash_command(carol, server.general, "quota"))
         assert "No daily limit" in text_of(data) and "Cooldown" in text_of(data)
     server.assert_clean()
+
+
+@pytest.mark.asyncio
+async def test_one_server_never_sees_anothers_rules_history_or_jobs(server, bot_settings):
+    other = server.add_guild("Other Guild", members=[server.alice])
+    elsewhere = other.channel("general")
+    async with running_client(server, make_bot(bot_settings)):
+        await answer_of(await server.slash_command(server.owner, server.general, "settings set",
+                                                   {"key": "daily_quota", "value": "1"}))
+        await result(await draw(server, server.alice, "a lighthouse"))
+        job_id = re.search(r"job (\d+)", text_of(server.messages_in(server.general)[0].payload)).group(1)
+        ix = await server.slash_command(server.alice, server.general, "draw", {"prompt": "again"})
+        assert "used your 1 image" in (await answer_of(ix))["content"]
+
+        # In the other server: no quota, no history, no access to the first server's job.
+        data = await answer_of(await server.slash_command(server.alice, elsewhere, "quota"))
+        assert "No daily limit" in text_of(data)
+        data = await answer_of(await server.slash_command(server.alice, elsewhere, "history"))
+        assert "No images yet" in text_of(data) and "lighthouse" not in text_of(data)
+        data = await answer_of(await server.slash_command(server.alice, elsewhere, "job",
+                                                          {"id": int(job_id)}))
+        assert f"no job {job_id} in this server" in data["content"]
+        data = await answer_of(await server.slash_command(server.owner, elsewhere, "settings show"))
+        assert "**daily_quota**: unlimited" in text_of(data)
+        ix = await server.slash_command(server.alice, elsewhere, "draw", {"prompt": "a fox", "steps": 2})
+        await result(ix)
+        # And back home, history shows only that server's image.
+        data = await answer_of(await server.slash_command(server.alice, server.general, "history"))
+        assert "lighthouse" in text_of(data) and "a fox" not in text_of(data)
+    server.assert_clean()
