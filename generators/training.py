@@ -24,6 +24,7 @@ algorithms where torch has them).
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import logging
@@ -32,7 +33,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Any, Callable, Iterable, Protocol
 
 import numpy as np
 import torch
@@ -80,6 +81,24 @@ class Trainable(Protocol):
 
     def export(self) -> tuple[dict[str, torch.Tensor], dict]:
         """The weights used for drawing and the model config (JSON-able) that loads them."""
+
+
+def split_options(options: dict, model_cls: type, train_cls: type, *, what: str,
+                  set_by_data: Iterable[str] = ()) -> tuple[dict[str, Any], Any]:
+    """A trainer's options -> (model config overrides, training config).
+
+    `model_cls` and `train_cls` are the family's config dataclasses; the fields in
+    `set_by_data` (the image size, the classes...) come from the data set, not the
+    user. An unknown option is the user's mistake, named with the known ones.
+    """
+    model_keys = {f.name for f in dataclasses.fields(model_cls)} - set(set_by_data)
+    train_keys = {f.name for f in dataclasses.fields(train_cls)}
+    unknown = set(options) - model_keys - train_keys
+    if unknown:
+        raise UserError(f"Unknown {what} option(s): {', '.join(sorted(unknown))}; "
+                        f"known: {', '.join(sorted(model_keys | train_keys))}.")
+    return ({k: v for k, v in options.items() if k in model_keys},
+            train_cls(**{k: v for k, v in options.items() if k in train_keys}))
 
 
 def _seed_everything(seed: int) -> None:

@@ -25,16 +25,16 @@ are drawn as often as they occur in the data.
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 
-from artbot.errors import UserError
 from generators.captions import PromptIndex
 from generators.datasets import ImageDataset
 from generators.gan.model import Discriminator, GANConfig, Generator
 from generators.training import Batch
+from generators.training import split_options as split_trainer_options
 
 
 @dataclass
@@ -51,16 +51,10 @@ class GANTrainConfig:
 
 
 def split_options(options: dict) -> tuple[GANConfig, GANTrainConfig]:
-    """Options -> (model config, training config); an unknown option is the user's mistake."""
-    # image_size and n_classes come from the data.
-    model_keys = {f.name for f in fields(GANConfig)} - {"image_size", "n_classes"}
-    train_keys = {f.name for f in fields(GANTrainConfig)}
-    unknown = set(options) - model_keys - train_keys
-    if unknown:
-        raise UserError(f"Unknown GAN option(s): {', '.join(sorted(unknown))}; "
-                        f"known: {', '.join(sorted(model_keys | train_keys))}.")
-    return (GANConfig(**{k: v for k, v in options.items() if k in model_keys}),
-            GANTrainConfig(**{k: v for k, v in options.items() if k in train_keys}))
+    """Options -> (model config, training config); image_size and n_classes come from the data."""
+    model, train = split_trainer_options(options, GANConfig, GANTrainConfig, what="GAN",
+                                         set_by_data=("image_size", "n_classes"))
+    return GANConfig(**model), train
 
 
 def steps_taken(optimizer: torch.optim.Optimizer) -> int:

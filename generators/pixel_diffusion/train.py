@@ -29,7 +29,7 @@ The defaults are the recipe for the bundled emoji model on a 2-core CPU: about
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn
@@ -40,6 +40,7 @@ from generators.datasets import ImageDataset
 from generators.pixel_diffusion.model import UNK, CaptionTokenizer, PixelDiffusion, PixelDiffusionConfig
 from generators.pixel_diffusion.sampling import NoiseSchedule, ddim_sample, encode_captions
 from generators.training import Batch
+from generators.training import split_options as split_trainer_options
 
 # What the sample grid after each epoch draws; a grid of 32 is these 16 twice (other noise).
 GRID_PROMPTS = [
@@ -63,16 +64,9 @@ class PixelDiffusionTrainConfig:
 
 
 def split_options(options: dict) -> tuple[dict, PixelDiffusionTrainConfig]:
-    """Options -> (model config overrides, training config); unknown options are a user error."""
-    model_keys = {f.name for f in fields(PixelDiffusionConfig)} - {"vocab"}
-    train_keys = {f.name for f in fields(PixelDiffusionTrainConfig)}
-    unknown = set(options) - model_keys - train_keys
-    if unknown:
-        raise UserError(f"Unknown pixel diffusion option(s): {', '.join(sorted(unknown))}; "
-                        f"known: {', '.join(sorted(model_keys | train_keys))}.")
-    model = {k: v for k, v in options.items() if k in model_keys}
-    train = PixelDiffusionTrainConfig(**{k: v for k, v in options.items() if k in train_keys})
-    return model, train
+    """Options -> (model config overrides, training config); the vocabulary comes from the data."""
+    return split_trainer_options(options, PixelDiffusionConfig, PixelDiffusionTrainConfig,
+                                 what="pixel diffusion", set_by_data=("vocab",))
 
 
 def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:

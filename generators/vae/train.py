@@ -21,14 +21,14 @@ N(0, I) instead, which shows how well the latent space is filled.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 
-from artbot.errors import UserError
 from generators.captions import PromptIndex
 from generators.datasets import ImageDataset
 from generators.training import Batch
+from generators.training import split_options as split_trainer_options
 from generators.vae.model import VAE, VAEConfig
 
 
@@ -42,16 +42,10 @@ class VAETrainConfig:
 
 
 def split_options(options: dict) -> tuple[VAEConfig, VAETrainConfig]:
-    """Options -> (model config, training config); an unknown option is the user's mistake."""
-    # image_size comes from the data.
-    model_keys = {f.name for f in fields(VAEConfig)} - {"image_size"}
-    train_keys = {f.name for f in fields(VAETrainConfig)}
-    unknown = set(options) - model_keys - train_keys
-    if unknown:
-        raise UserError(f"Unknown VAE option(s): {', '.join(sorted(unknown))}; "
-                        f"known: {', '.join(sorted(model_keys | train_keys))}.")
-    return (VAEConfig(**{k: v for k, v in options.items() if k in model_keys}),
-            VAETrainConfig(**{k: v for k, v in options.items() if k in train_keys}))
+    """Options -> (model config, training config); image_size comes from the data."""
+    model, train = split_trainer_options(options, VAEConfig, VAETrainConfig, what="VAE",
+                                         set_by_data=("image_size",))
+    return VAEConfig(**model), train
 
 
 def steps_taken(optimizer: torch.optim.Optimizer) -> int:

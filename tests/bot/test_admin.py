@@ -4,7 +4,6 @@ operator's `artbot settings` run in-process on the same data directory."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 
@@ -14,7 +13,7 @@ from artbot.cli import main as artbot
 from storage.db import open_db
 from storage.jobs import JobStore
 from tests.bot.discord_server import Permissions, running_client
-from tests.bot.test_bot import RESULT_WAIT, bot_settings, draw, has_image, make_bot, result, server  # noqa: F401
+from tests.bot.test_bot import draw, make_bot, result
 
 EPHEMERAL = 64
 
@@ -63,7 +62,7 @@ def job_count(bot_settings) -> int:
 async def test_done_when_quota_settings_blocklist_and_audit(server, bot_settings, monkeypatch, capsys):
     guild = str(server.guild.id)
     operator(bot_settings, monkeypatch, capsys, "settings", "set", guild, "daily_quota", "2")
-    async with running_client(server, make_bot(bot_settings)) as bot:
+    async with running_client(server, make_bot(bot_settings)):
         # Two draws go through; the third of the day is refused with the reset time.
         for seed in (1, 2):
             await result(await draw(server, server.alice, seed=seed))
@@ -141,7 +140,7 @@ async def test_done_when_quota_settings_blocklist_and_audit(server, bot_settings
 
 @pytest.mark.asyncio
 async def test_channel_overrides_channels_spoilers_and_delete_rule(server, bot_settings):
-    async with running_client(server, make_bot(bot_settings)) as bot:
+    async with running_client(server, make_bot(bot_settings)):
         ix = await server.slash_command(server.owner, server.general, "settings set",
                                         {"key": "max_steps", "value": "3", "channel": server.art})
         data = await answer_of(ix)
@@ -178,7 +177,6 @@ async def test_channel_overrides_channels_spoilers_and_delete_rule(server, bot_s
         mod = server.add_member("mod", permissions=Permissions.MANAGE_MESSAGES)
         await answer_of(await server.press_button(mod, message, delete))
         await server.wait_for(lambda: server.messages[message.id].deleted, what="the deletion")
-        del bot
     server.assert_clean()
 
 

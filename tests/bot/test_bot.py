@@ -10,31 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import io
-import time
 
 import pytest
-import pytest_asyncio
 from PIL import Image
 
-from artbot.config import Settings
 from bot.client import ArtBot
 from storage.jobs import JobStatus
-from tests.bot.discord_server import DiscordServer, running_client
+from tests.bot.discord_server import running_client
 
 RESULT_WAIT = 30.0
-
-
-@pytest_asyncio.fixture
-async def server():
-    async with DiscordServer() as s:
-        yield s
-
-
-@pytest.fixture
-def bot_settings(tmp_path, tiny_pipeline) -> Settings:
-    return Settings(data_dir=tmp_path / "data", default_model=str(tiny_pipeline),
-                    default_size="64x64", default_steps=4, device="cpu", max_queued_per_user=20,
-                    discord_token="test-token")
 
 
 def make_bot(settings, **kw) -> ArtBot:

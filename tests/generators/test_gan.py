@@ -17,7 +17,9 @@ from generators.gan.model import truncate
 from generators.gan.train import augment
 from generators.registry import load_generator
 from generators.training import train
-from tests.generators.test_vae import SIZE, one_thread, shapes_dataset  # noqa: F401
+from tests.generators.test_vae import SIZE, shapes_dataset
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = {"width": 8, "d_width": 8, "z_dim": 16, "batch_size": 16}
 

@@ -45,13 +45,7 @@ def squares(n: int = 256, size: int = SIZE) -> ImageDataset:
                         sublabel_names=["red", "blue"], source={"name": "squares", "images": n})
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy 2-core machine lose a lot."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
