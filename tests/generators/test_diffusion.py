@@ -133,3 +133,22 @@ def test_device_and_dtype_choice():
     if not torch.cuda.is_available():
         with pytest.raises(UserError, match="no CUDA"):
             pick_device("cuda")
+
+
+def test_safety_checker_is_off_only_when_the_job_says_so():
+    """The server's rules put `safety_checker: False` in a job only for an age-restricted
+    channel of a server that turned it off; otherwise the model's checker runs."""
+    from generators.diffusion.generator import DiffusionGenerator
+
+    checker = object()
+
+    class Pipe:
+        safety_checker = checker
+
+    pipe = Pipe()
+    for options, inside in (({}, checker), ({"safety_checker": True}, checker),
+                            ({"safety_checker": False}, None)):
+        request = GenerationRequest(task=Task.DRAW, seeds=[1], options=options)
+        with DiffusionGenerator._safety(pipe, request):
+            assert pipe.safety_checker is inside
+        assert pipe.safety_checker is checker  # put back afterwards
