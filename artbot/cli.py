@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import datetime as dt
 import getpass
+import json
 import logging
 import shutil
 import sys
@@ -456,11 +457,21 @@ def cmd_train(settings: Settings, args) -> int:
     from generators.training import train
 
     out = Path(args.out).expanduser()
+    options = {}
+    for item in args.option or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise InvalidRequest(f"--option takes KEY=VALUE, not {item!r}.")
+        try:
+            options[key.strip()] = json.loads(raw)  # numbers, lists, true/false
+        except ValueError:
+            options[key.strip()] = raw  # a plain string
     device = pick_device(settings.device)
     started = time.time()
     print(f"training {args.kind} on {args.data} with {device} into {out}", file=sys.stderr)
     train(args.kind, args.data, out, epochs=args.epochs, size=args.size, seed=args.seed,
-          resume=args.resume, device=device, holdout=args.holdout, init=args.init)
+          resume=args.resume, device=device, holdout=args.holdout, init=args.init,
+          options=options)
     print(f"{out}: trained in {time.time() - started:.0f}s; sample grids in {out / 'samples'}")
     print(f"draw with: artbot draw \"a red heart\" --model {out}")
     return 0
@@ -618,6 +629,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=_positive_int, default=64, help="image size in pixels (default 64)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--seed", type=_positive_int, default=0, help="seed; the same seed gives the same model")
+    p.add_argument("--option", action="append", metavar="KEY=VALUE",
+                   help="a model or training option, e.g. --option lr=0.001 --option "
+                   "mode_seeking=0 (repeatable; an unknown key lists the known ones)")
     p.add_argument("--init", metavar="MODEL",
                    help="start from this trained model's weights (a folder or a bundled name such "
                    "as emoji-diffusion); the optimiser starts afresh")
