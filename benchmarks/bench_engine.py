@@ -36,6 +36,7 @@ from generators.base import GenerationResult, Generator  # noqa: E402
 from generators.diffusion.tiny import build_tiny_pipeline  # noqa: E402
 from storage.images import ImageStore  # noqa: E402
 from worker.jobs import build_draw  # noqa: E402
+from worker.policy import Requester, change_setting  # noqa: E402
 from worker.queue import LocalJobQueue  # noqa: E402
 from worker.runner import Worker  # noqa: E402
 
@@ -118,6 +119,41 @@ async def throughput(data: Path, n_jobs: int):
     return n_jobs / (t1 - t0), n_jobs / (t2 - t1), n_jobs / (t2 - t0)
 
 
+async def gate_cost(data: Path, n_jobs: int, block: int = 100):
+    """Submit rate without server rules and with every rule on, alternating blocks of
+    `block` jobs of each in one run: (plain jobs/s, ruled jobs/s)."""
+    settings = Settings(data_dir=data / "gate", device="cpu", max_queued_per_user=n_jobs + 1)
+    queue = await LocalJobQueue(settings.db_path).open()
+    guild = "100000000000000001"
+    rules = {"daily_quota": "500000", "max_queued": "1000", "cooldown": "0",
+             "role_quotas": "200000000000000001=1000000", "allowed_families": "diffusion",
+             "channels": "300000000000000001, 300000000000000002", "spoiler": "on",
+             "blocklist": ", ".join([f"word{i}" for i in range(180)] + [f"stem{i}*" for i in range(10)]
+                                    + [f"/re{i}[a-z]+x/" for i in range(10)])}
+    for key, value in rules.items():
+        await queue.run(lambda s, k=key, v=value: change_setting(
+            s.settings, settings, guild, k, v, actor="bench", via="cli"))
+    spec = build_draw(settings, prompt="a red fox in the snow, oil painting", model="nowork",
+                      size="8x8", steps=1, seed=1)
+    plain_t = ruled_t = 0.0
+    for b in range(n_jobs // (2 * block)):
+        for ruled in (False, True):
+            t = time.perf_counter()
+            for i in range(block):
+                user = f"user{i % 10}"
+                requester = (Requester(user, "discord", server_id=guild, channel_id="300000000000000001",
+                                       role_ids=("200000000000000001",)) if ruled
+                             else Requester(user, "cli"))
+                await queue.submit(spec, requester=requester, settings=settings)
+            if ruled:
+                ruled_t += time.perf_counter() - t
+            else:
+                plain_t += time.perf_counter() - t
+    await queue.close()
+    per_side = n_jobs // (2 * block) * block
+    return per_side / plain_t, per_side / ruled_t
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=15)
@@ -130,6 +166,7 @@ def main() -> None:
         model = build_tiny_pipeline(tmp / "tiny-sd")
         plain_s, engine_s = asyncio.run(engine_overhead(model, tmp, args.rounds, args.size, args.steps))
         submit_rate, run_rate, overall = asyncio.run(throughput(tmp, args.jobs))
+        plain_rate, ruled_rate = asyncio.run(gate_cost(tmp, args.jobs))
     print(f"Machine: {machine()}\n")
     print("| measure | value | target |")
     print("|---|---|---|")
@@ -141,6 +178,11 @@ def main() -> None:
     print(f"| submit rate ({args.jobs} jobs, 10 users) | {submit_rate:.0f} jobs/s | |")
     print(f"| worker rate, no-work generator | {run_rate:.0f} jobs/s | |")
     print(f"| **queue throughput, submit to done** | **{overall:.0f} jobs/s** | ≥ 500 |")
+    print(f"| submit rate, no server rules ({args.jobs // 2} jobs, blocks of 100 alternating) "
+          f"| {plain_rate:.0f} jobs/s | |")
+    print(f"| submit rate, every rule on (quota, tiers, channels, 200-entry blocklist...) "
+          f"| {ruled_rate:.0f} jobs/s | |")
+    print(f"| **gate: ruled / plain submit rate** | **{ruled_rate / plain_rate:.3f}** | |")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import json
 import re
 import unicodedata
@@ -121,10 +122,16 @@ class Blocklist:
         if not self.entries or not prompt:
             return None
         text = normalize(prompt)
-        for entry in self.entries:
-            if self.compile_entry(entry).search(text):
+        for entry, pattern in _compiled(self.entries):
+            if pattern.search(text):
                 return entry
         return None
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(entries: tuple[str, ...]) -> list[tuple[str, re.Pattern]]:
+    """A blocklist's patterns, compiled once per version of the list (every job is checked)."""
+    return [(entry, Blocklist.compile_entry(entry)) for entry in entries]
 
 
 # -- the keys --------------------------------------------------------------------------
