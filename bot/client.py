@@ -141,8 +141,6 @@ class ArtBot(commands.Bot):
         await super().close()
         await self.queue.close()
 
-    # -- submitting jobs --------------------------------------------------------
-
     # -- the server's rules ------------------------------------------------------
 
     async def rules(self, guild_id: int | None, channel_id: int | None = None) -> Policy:
