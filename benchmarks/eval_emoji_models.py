@@ -211,9 +211,26 @@ def write_card(folder: Path, entry: dict, results: dict) -> None:
     tr = config["training"]
     about, trainer = ABOUT[name]
     holdout = config.get("data", {}).get("holdout")
-    command = (f"artbot train {trainer} --data emoji --out DIR --epochs {tr['epochs']} "
-               f"--seed {tr['seed']}" + (f" --holdout {holdout}" if holdout else "")
-               + f"\nscripts/bundle_model.py DIR {name}")
+    # The training runs, oldest first: a model trained further with --init records how the
+    # model it started from was trained.
+    stages, stage = [], tr
+    while stage:
+        stages.insert(0, stage)
+        stage = stage.get("init_training")
+    commands = []
+    for i, st in enumerate(stages):
+        init = f" --init {name}" if i else ""
+        commands.append(f"artbot train {trainer} --data emoji{init} --out DIR --epochs {st['epochs']} "
+                        f"--seed {st['seed']}" + (f" --holdout {holdout}" if holdout else "")
+                        + f"\nscripts/bundle_model.py DIR {name}")
+    command = "\n".join(commands)
+    epochs = sum(st["epochs"] for st in stages)
+    steps = sum(st["steps"] for st in stages)
+    minutes = sum(st["seconds"] for st in stages) / 60
+    how = (f"{epochs} epochs, {steps} steps of batch {tr['batch_size']}"
+           + (f" ({' + '.join(str(st['epochs']) for st in stages)} epochs: each later run starts "
+              "from the model the one before it bundled)" if len(stages) > 1 else "")
+           + f", {minutes:.0f} minutes of training")
     lines = [
         f"# {name}", "", about, "",
         "![samples](samples.png)", "",
@@ -232,8 +249,7 @@ def write_card(folder: Path, entry: dict, results: dict) -> None:
         "The weights are released with artbot; the images they learned from are Apache-2.0.", "",
         "## Training", "",
         "```sh", command, "```", "",
-        f"{tr['epochs']} epochs, {tr['steps']} steps of batch {tr['batch_size']}, "
-        f"{tr['seconds'] / 60:.0f} minutes of training on {results['machine']} (one or two torch "
+        f"{how} on {results['machine']} (one or two torch "
         "threads: the two cores were shared between runs), no GPU: none was lent to this work. "
         "On a GPU the same "
         "command with more epochs (for example `--epochs 200`) trains the full-quality model; "
@@ -324,7 +340,8 @@ def main() -> None:
             sample_sheet(gen, folder, **kw)
         results[key] = entry
         print(key, json.dumps(entry), flush=True)
-        write_card(folder, entry, results)
+        if folder.name in ABOUT:  # a bundled model: rewrite its card (a candidate has none)
+            write_card(folder, entry, results)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(results, indent=2), encoding="utf-8")
 

@@ -239,9 +239,12 @@ def train(
     options = dict(options or {})
     trainable = _load_trainer(kind)(dataset, device=device, seed=seed, options=options)
     start_epoch, step = 0, 0
-    if init is not None and not resume:
-        _, _, weights = load_model_folder(init, FAMILY_OF_TRAINER[kind])
-        warm_start(trainable, weights, init)
+    init_training = None  # how the model we start from was trained (its provenance)
+    if init is not None:
+        _, init_config, weights = load_model_folder(init, FAMILY_OF_TRAINER[kind])
+        init_training = init_config.get("training")
+        if not resume:
+            warm_start(trainable, weights, init)
     if resume:
         state = torch.load(state_path, map_location=device, weights_only=False)
         for name, module in trainable.modules.items():
@@ -292,7 +295,7 @@ def train(
         training = {
             "trainer": kind, "epochs": epoch + 1, "steps": step, "seed": seed, "size": size,
             "batch_size": bs, "device": str(device), "options": options,
-            **({"init": init} if init else {}),
+            **({"init": init, "init_training": init_training} if init else {}),
             "seconds": round(time.time() - started, 1) + (state.get("seconds", 0) if resume else 0),
             "last_metrics": metrics,
         }

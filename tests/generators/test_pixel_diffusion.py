@@ -200,6 +200,7 @@ def test_training_can_start_from_a_trained_model(tmp_path, data):
           init=str(a))
     config = json.loads((d / "config.json").read_text())
     assert config["training"]["init"] == str(a)
+    assert config["training"]["init_training"]["epochs"] == 1  # provenance, for model cards
     assert (d / "model.safetensors").read_bytes() != (a / "model.safetensors").read_bytes()
 
 
