@@ -253,7 +253,8 @@ def write_card(folder: Path, entry: dict, results: dict) -> None:
         "threads: the two cores were shared between runs), no GPU: none was lent to this work. "
         "On a GPU the same "
         "command with more epochs (for example `--epochs 200`) trains the full-quality model; "
-        f"`--resume` continues a run. Weights shipped in {config.get('weights_dtype', 'float32')}.",
+        "`--resume` continues a run in its folder; `--init NAME` trains a shipped model further. "
+        f"Weights shipped in {config.get('weights_dtype', 'float32')}.",
         "",
         "## Quality and speed", "",
         f"Measured by `benchmarks/eval_emoji_models.py` on {results['machine']}.", "",
@@ -283,18 +284,22 @@ def write_card(folder: Path, entry: dict, results: dict) -> None:
 
 LIMITS = {
     "emoji-diffusion": (
-        "Trained on a CPU for the time above, it has learned colours and rough shapes: smiling faces are "
-        "yellow faces, hearts are red, flags are flags, fire is orange, but many subjects (a "
-        "rocket, a pizza, a specific country's flag) come out as coloured blobs, and colour "
-        "words are only partly bound (a blue heart may come out red). Best at guidance 3-4 "
-        "(its config sets 3.5 as the default) and 30 steps."
+        "Trained on a CPU for the time above, it draws the common subjects: red hearts, yellow "
+        "smiling faces, yellow cat heads with ears, green apple-shaped blobs, flags. Rarer "
+        "subjects (a pizza, the sun, a rocket) and particular countries' flags still come out "
+        "as blobs of roughly the right colours or as the wrong flag, and colour words are only "
+        "partly bound (a blue heart may come out red). Best at guidance 3-4 (its config sets "
+        "3.5 as the default) and 30 steps. More epochs on a GPU (`--init emoji-diffusion`) "
+        "are the way forward; on this CPU, 40 epochs past the 100 shipped gave no better "
+        "adherence and less diversity."
     ),
     "emoji-gan": (
-        "Trained for 9 CPU minutes, it is the weakest of the three: it draws the colours and "
-        "layout of a subcategory (flags, people, vehicles) more than its objects, and nothing "
-        "reads as a particular emoji yet. Its diversity ratio above 1 measures noise and "
-        "artefacts, not a variety of objects. Use it for speed (hundreds of images a second on "
-        "a CPU) and as the starting point for `--resume` on a GPU."
+        "Trained on a CPU for the time above, it is the weakest of the three. It is "
+        "conditioned on the emoji subcategory, not on words, so colours cannot be asked for "
+        "(a red heart may be blue). Hearts, faces and flags take their shapes; animals, food "
+        "and objects are blobs in the subcategory's colours. Its diversity ratio above 1 "
+        "partly measures artefacts, not a variety of objects. Use it for speed (tens to "
+        "hundreds of images a second on a CPU); `--init emoji-gan` trains it further on a GPU."
     ),
     "emoji-vae": (
         "Blurry, as VAEs are: hearts, smiling faces and flags read at a glance; animals, food "
