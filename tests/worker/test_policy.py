@@ -315,3 +315,10 @@ def test_one_servers_rules_and_quota_never_touch_anothers(store, settings):
     assert store.settings.values(OTHER) == {}
     assert quota_status(store, settings, elsewhere, time.time()).quota is None
     assert [j.params["prompt"] for j in store.list_jobs(user_id=alice().user_id, server_id=GUILD)] == ["a cat"]
+
+
+def test_the_cli_lists_every_setting():
+    from artbot.cli import SETTING_KEYS
+    from worker.policy import KEYS
+
+    assert SETTING_KEYS == tuple(KEYS)
