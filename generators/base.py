@@ -33,6 +33,15 @@ def no_progress(step: int, total: int) -> None:
     pass
 
 
+def halvings(size: int, smallest: int = 4) -> int:
+    """How many times a convolutional network (the GAN's, the VAE's) can halve a size x size
+    image while the side stays whole and at least `smallest`: 4 at 64 (64 -> 4), 3 at 40 (-> 5)."""
+    n = 0
+    while size % 2 ** (n + 1) == 0 and size // 2 ** (n + 1) >= smallest:
+        n += 1
+    return n
+
+
 class Task(str, enum.Enum):
     DRAW = "draw"
     VARY = "vary"

@@ -37,6 +37,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.parametrizations import spectral_norm
 
+from generators.base import halvings
+
 
 @dataclass
 class GANConfig:
@@ -50,10 +52,7 @@ class GANConfig:
     @property
     def n_levels(self) -> int:
         """How many times the image is halved: down to 4x4 (or as near as halving allows)."""
-        n = 0
-        while self.image_size % 2 ** (n + 1) == 0 and self.image_size // 2 ** (n + 1) >= 4:
-            n += 1
-        return n
+        return halvings(self.image_size)
 
     @property
     def bottom(self) -> int:

@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn as nn
 
+from generators.base import halvings
+
 
 @dataclass
 class VAEConfig:
@@ -30,10 +32,7 @@ class VAEConfig:
     @property
     def n_levels(self) -> int:
         """How many times the encoder halves the image: down to 4x4 (or as near as halving allows)."""
-        n = 0
-        while self.image_size % 2 ** (n + 1) == 0 and self.image_size // 2 ** (n + 1) >= 4:
-            n += 1
-        return n
+        return halvings(self.image_size)
 
     @property
     def bottom(self) -> int:
