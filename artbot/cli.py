@@ -392,7 +392,7 @@ def cmd_cancel(settings: Settings, args) -> int:
 
 def cmd_settings(settings: Settings, args) -> int:
     """`artbot settings show|set|unset|audit GUILD ...`: a server's rules, for the operator."""
-    from worker.policy import KEYS, Policy, change_setting, format_value
+    from worker.policy import KEYS, Policy, change_setting, format_value, key_of
 
     server = args.guild
     if not server.isdigit():
@@ -408,7 +408,7 @@ def cmd_settings(settings: Settings, args) -> int:
         changed = change_setting(store, settings, server, args.key,
                                  args.value if args.action == "set" else None,
                                  actor=_local_user(), via="cli", channel_id=channel)
-        key = args.key.strip().lower().replace("-", "_")
+        key = key_of(args.key).name
         where = f"channel {channel}" if channel else f"server {server}"
         if changed is None:
             print(f"{key} unchanged for {where}")
@@ -425,10 +425,9 @@ def cmd_settings(settings: Settings, args) -> int:
         return 0
     policy = Policy.load(store, settings, server, channel)
     print(f"server {server}" + (f", channel {channel}" if channel else ""))
-    for name, key in KEYS.items():
-        source = ("channel" if channel and name in policy.channel_values and key.per_channel
-                  else "server" if name in policy.server_values else "default")
-        print(f"  {name:17} {format_value(name, policy[name], mentions=False):30} ({source})")
+    for name in KEYS:
+        print(f"  {name:17} {format_value(name, policy[name], mentions=False):30} "
+              f"({policy.source(name)})")
     if not channel:
         for channel_id, values in store.channel_overrides(server).items():
             shown = ", ".join(f"{k}={format_value(k, v, mentions=False)}" for k, v in values.items())

@@ -27,7 +27,9 @@ WEEK = 7 * 86_400
 KEY_CHOICES = [app_commands.Choice(name=name, value=name) for name in KEYS]
 
 
-def _clip(text: str, n: int) -> str:
+def _cut(text: str, n: int) -> str:
+    """Cut to `n` characters with an ellipsis, keeping line breaks (render's clip joins
+    lines, which suits a prompt but not a list of settings)."""
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
@@ -36,21 +38,17 @@ def settings_embed(policy: Policy, overrides: dict[str, dict], locale, *, title:
     """Every rule with its value and where it comes from (default, server, channel)."""
     embed = discord.Embed(title=title, colour=discord.Colour.blurple())
     lines = []
-    for name, key in KEYS.items():
-        if channel_id and key.per_channel and name in policy.channel_values:
-            source = "channel"
-        elif name in policy.server_values:
-            source = "server"
-        else:
-            source = "default"
-        value = _clip(format_value(name, policy[name]), 200)
+    for name in KEYS:
+        source = policy.source(name)
+        value = _cut(format_value(name, policy[name]), 200)
         mark = "" if source == "default" else f" · *{source}*"
         lines.append(f"**{name}**: {value}{mark}")
-    embed.description = _clip("\n".join(lines), 4000)
+    embed.description = _cut("\n".join(lines), 4000)
     if overrides and not channel_id:
-        shown = [f"<#{c}>: " + ", ".join(f"{k}={_clip(format_value(k, v), 60)}" for k, v in values.items())
+        shown = [f"<#{c}>: " + ", ".join(f"{k}={_cut(format_value(k, v), 60)}"
+                                         for k, v in values.items())
                  for c, values in overrides.items()]
-        embed.add_field(name=t("settings_overrides", locale), value=_clip("\n".join(shown), 1024),
+        embed.add_field(name=t("settings_overrides", locale), value=_cut("\n".join(shown), 1024),
                         inline=False)
     embed.set_footer(text="/settings set · /settings reset · /settings tier · /settings audit")
     return embed
@@ -78,8 +76,8 @@ def register_admin_commands(bot: "ArtBot", require_manage_server: Callable) -> N
         else:
             old, _new = changed
             old_text = "default" if old is None else format_value(key, old)
-            answer = t("settings_changed", interaction.locale, name=key, old=_clip(old_text, 800),
-                       new=_clip(format_value(key, policy[key]), 800))
+            answer = t("settings_changed", interaction.locale, name=key, old=_cut(old_text, 800),
+                       new=_cut(format_value(key, policy[key]), 800))
             if channel is not None:
                 answer += f" ({channel.mention})"
         await interaction.response.send_message(answer, ephemeral=True)
@@ -134,13 +132,13 @@ def register_admin_commands(bot: "ArtBot", require_manage_server: Callable) -> N
         lines = []
         for e in entries:
             def shown(v):
-                return "default" if v is None else _clip(format_value(e.key, v), 80)
+                return "default" if v is None else _cut(format_value(e.key, v), 80)
             where = f" in <#{e.channel_id}>" if e.channel_id else ""
             actor = f"<@{e.actor}>" if e.actor.isdigit() else f"`{e.actor}`"
             lines.append(f"<t:{int(e.created_at)}:R> {actor} ({e.via}) **{e.key}**{where}: "
                          f"{shown(e.old_value)} → {shown(e.new_value)}")
         embed = discord.Embed(title=t("settings_audit_title", interaction.locale),
-                              description=_clip("\n".join(lines), 4000) if lines
+                              description=_cut("\n".join(lines), 4000) if lines
                               else t("settings_audit_empty", interaction.locale),
                               colour=discord.Colour.blurple())
         await interaction.response.send_message(embed=embed, ephemeral=True)
@@ -188,7 +186,7 @@ def register_admin_commands(bot: "ArtBot", require_manage_server: Callable) -> N
                         value=t("stats_queue_value", locale, queued=data["queued"],
                                 running=data["running"], all=data["queued_all_servers"]))
         models = "\n".join(
-            f"{_clip(render.short_model(m['model']), 40)} · {m['jobs']} · "
+            f"{_cut(render.short_model(m['model']), 40)} · {m['jobs']} · "
             f"{m['mean_wait_s'] or 0:.1f} s · {m['mean_run_s'] or 0:.1f} s" for m in data["models"])
         embed.add_field(name=t("stats_models", locale), value=models or "-", inline=False)
         await interaction.response.send_message(embed=embed, ephemeral=True,

@@ -206,12 +206,8 @@ class JobStore:
             self._ensure_user(user_id, user_name)
             self._ensure_server(server_id)
             extra = admit(self) if admit is not None else None
-            pending = self.pending_count(user_id)
-            if max_queued is not None and pending >= max_queued:
-                raise QueueFull(
-                    f"You already have {pending} job{'s' if pending != 1 else ''} waiting or "
-                    f"running (the limit is {max_queued}). Try again when one finishes."
-                )
+            if max_queued is not None:
+                self.check_pending(user_id, max_queued)
             job_params = {**params, **extra} if extra else params
             cur = self.conn.execute(
                 """INSERT INTO jobs (user_id, server_id, channel_id, source, kind, generator,
@@ -238,6 +234,15 @@ class JobStore:
             (user_id,),
         ).fetchone()
         return n
+
+    def check_pending(self, user_id: str, max_queued: int) -> None:
+        """Raise QueueFull if the user already has `max_queued` jobs waiting or running."""
+        pending = self.pending_count(user_id)
+        if pending >= max_queued:
+            raise QueueFull(
+                f"You already have {pending} job{'s' if pending != 1 else ''} waiting or "
+                f"running (the limit is {max_queued}). Try again when one finishes."
+            )
 
     def images_since(self, server_id: str | None, user_id: str, since: float) -> int:
         """Images the user's jobs in this server asked for since `since`.

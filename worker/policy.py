@@ -35,8 +35,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from artbot.config import Settings
-from artbot.errors import InvalidRequest, QueueFull, UserError
+from artbot.errors import InvalidRequest, UserError
 from generators.bundled import family_of
+from worker.jobs import model_choices
 
 DAY = 86_400
 # Families as admins name them; the bundled emoji-diffusion (pixel-diffusion) counts as diffusion.
@@ -210,6 +211,13 @@ def _whole(text: str, name: str, low: int, high: int, *, unit: str = "") -> int:
     return value
 
 
+def _quota(text: str) -> int | str:
+    """A daily image quota: a whole number, or 'unlimited'."""
+    if text.strip().lower() in ("unlimited", "none", "off", "-1"):
+        return "unlimited"
+    return _whole(text, "daily_quota", 0, 1_000_000)
+
+
 def parse_duration(text: str) -> int:
     """'90', '90s', '2m', '1h30m' -> seconds."""
     text = text.strip().lower().replace(" ", "")
@@ -230,8 +238,6 @@ def _snowflake(text: str, what: str) -> str:
 
 
 def _model_name(text: str, settings: Settings) -> str:
-    from worker.jobs import model_choices
-
     name = text.strip()
     known = model_choices(settings)
     if name not in known and settings.resolve_model(name) not in known:
@@ -258,9 +264,7 @@ def parse_value(name: str, text: str, settings: Settings, current: Any = None) -
             raise InvalidRequest(f"max_size must be a multiple of 8 (try {value // 8 * 8}).")
         return value
     if kind == "quota":
-        if text.lower() in ("unlimited", "none", "off", "-1"):
-            return "unlimited"
-        return _whole(text, "daily_quota", 0, 1_000_000)
+        return _quota(text)
     if kind == "seconds":
         seconds = parse_duration(text)
         if seconds > MAX_COOLDOWN:
@@ -333,7 +337,7 @@ def _parse_tiers(text: str, current: dict) -> dict[str, Any]:
         role, sep, quota = item.partition("=")
         if not sep:
             raise InvalidRequest(f"Write a role quota as ROLE=N or ROLE=unlimited, not {item!r}.")
-        tiers[_snowflake(role, "role")] = parse_value("daily_quota", quota, Settings())
+        tiers[_snowflake(role, "role")] = _quota(quota)
     return tiers
 
 
@@ -399,6 +403,12 @@ class Policy:
     def __getitem__(self, name: str) -> Any:
         return self.values[name]
 
+    def source(self, name: str) -> str:
+        """Where a key's value comes from: 'channel', 'server' or 'default'."""
+        if self.channel_id and KEYS[name].per_channel and name in self.channel_values:
+            return "channel"
+        return "server" if name in self.server_values else "default"
+
     def allows_model(self, model: str, settings: Settings) -> bool:
         allowed = self["allowed_models"]
         if allowed and model not in {settings.resolve_model(m) for m in allowed} | set(allowed):
@@ -414,8 +424,6 @@ class Policy:
         for the request builders."""
         default = self["default_model"]
         if not self.allows_model(settings.resolve_model(default), settings):
-            from worker.jobs import model_choices
-
             default = next((m for m in model_choices(settings)
                             if self.allows_model(settings.resolve_model(m), settings)), default)
         return dataclasses.replace(
@@ -488,11 +496,7 @@ def admit(store, spec, requester: Requester, settings: Settings, now: float) -> 
     """
     policy = Policy.load(store.settings, settings, requester.server_id, requester.channel_id)
     policy.check(spec, requester, settings)
-    pending = store.pending_count(requester.user_id)
-    if pending >= policy["max_queued"]:
-        raise QueueFull(
-            f"You already have {pending} job{'s' if pending != 1 else ''} waiting or running "
-            f"(the limit is {policy['max_queued']}). Try again when one finishes.")
+    store.check_pending(requester.user_id, policy["max_queued"])
     server = requester.server_id
     if server is not None:
         cooldown = policy["cooldown"]
