@@ -82,6 +82,10 @@ class Trainable(Protocol):
     def export(self) -> tuple[dict[str, torch.Tensor], dict]:
         """The weights used for drawing and the model config (JSON-able) that loads them."""
 
+    # Optional: `plan(total_steps)`, called before the first step with the number of
+    # steps the whole run (all --epochs, counted from its first epoch) will take, for
+    # trainers whose learning rate follows a schedule over the run.
+
 
 def split_options(options: dict, model_cls: type, train_cls: type, *, what: str,
                   set_by_data: Iterable[str] = ()) -> tuple[dict[str, Any], Any]:
@@ -176,15 +180,24 @@ def load_model_folder(ref: str, family: str) -> tuple[Path, dict, dict[str, torc
 
 def warm_start(trainable: Trainable, weights: dict[str, torch.Tensor], source: str) -> list[str]:
     """Load exported weights into every network they fit (by parameter names and
-    shapes; an EMA wrapper's networks sit under `model.`). Returns the names loaded."""
+    shapes; an EMA wrapper's networks sit under `model.`). Returns the names loaded.
+
+    A network fits when the weights cover all its parameters, or when all the
+    weights have a place in it: a network that has grown new parts since (the
+    GAN's colour embeddings, which start at zero) keeps those parts as they are."""
     loaded = []
     for name, module in trainable.modules.items():
         params = dict(module.named_parameters())
+        state = module.state_dict()
         for prefix in ("", "model."):
             mapped = {prefix + k: v for k, v in weights.items()}
-            if params and all(k in mapped and mapped[k].shape == p.shape for k, p in params.items()):
-                wanted = set(module.state_dict())
-                module.load_state_dict({k: v for k, v in mapped.items() if k in wanted}, strict=False)
+            covers = params and all(k in mapped and mapped[k].shape == p.shape for k, p in params.items())
+            fits = all(k in state and state[k].shape == v.shape for k, v in mapped.items())
+            if covers or fits:
+                module.load_state_dict({k: v for k, v in mapped.items() if k in state}, strict=False)
+                new = sorted(set(params) - set(mapped))
+                if new:
+                    log.info("%s: %s start afresh (not in %s)", name, ", ".join(new), source)
                 loaded.append(name)
                 break
     if not loaded:
@@ -261,6 +274,8 @@ def train(
     n = len(dataset)
     bs = min(trainable.batch_size, n)
     steps_per_epoch = n // bs
+    if hasattr(trainable, "plan"):
+        trainable.plan(epochs * steps_per_epoch)
     bar = None
     if progress:
         from tqdm import tqdm

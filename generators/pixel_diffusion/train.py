@@ -17,8 +17,9 @@ One step, on a batch of images (B, 3, 64, 64) and their captions:
    `caption_dropout`, which teaches the unconditional model for guidance.
 3. Noise: t ~ U{0..T-1}, ε ~ N(0, I), x_t = sqrt(ᾱ_t)·x0 + sqrt(1-ᾱ_t)·ε.
 4. Loss: mean squared error between the model's output and v (or ε).
-5. AdamW with a linear warm-up, gradients clipped to norm 1, then an EMA of the
-   weights (decay (1 + n) / (10 + n) after n steps, at most `ema_decay`). The
+5. AdamW with a linear warm-up (then a constant rate, or with `lr_schedule`
+   "cosine" a half cosine down to `min_lr` at the run's last step), gradients
+   clipped to norm 1, then an EMA of the weights (decay (1 + n) / (10 + n) after n steps, at most `ema_decay`). The
    EMA weights are what is exported and drawn with.
 
 The defaults are the recipe for the bundled emoji model on a 2-core CPU: about
@@ -29,6 +30,7 @@ The defaults are the recipe for the bundled emoji model on a 2-core CPU: about
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -55,6 +57,8 @@ class PixelDiffusionTrainConfig:
     lr: float = 2e-3  # AdamW peak learning rate
     weight_decay: float = 0.01  # AdamW weight decay (matrices and kernels only)
     warmup_steps: int = 100  # steps of linear learning-rate warm-up
+    lr_schedule: str = "constant"  # after the warm-up: "constant", or "cosine" (down to min_lr at the end)
+    min_lr: float = 0.0  # where "cosine" ends, on the run's last step (--epochs)
     ema_decay: float = 0.999  # cap on the EMA decay, which is (1 + n) / (10 + n) after n steps
     caption_dropout: float = 0.12  # share of captions dropped (for classifier-free guidance)
     alias_rate: float = 0.3  # share of captions cut to one of their comma-separated aliases
@@ -124,6 +128,22 @@ class PixelDiffusionTrainable:
         self.modules = {"model": self.model, "ema": self.ema}
         self.optimizers = {"model": self.optimizer}
         self.batch_size = train_config.batch_size
+        if train_config.lr_schedule not in ("constant", "cosine"):
+            raise UserError(f"lr_schedule must be constant or cosine, not {train_config.lr_schedule!r}.")
+        self.total_steps = 0  # set by plan(); the cosine schedule needs it
+
+    def plan(self, total_steps: int) -> None:
+        self.total_steps = total_steps
+
+    def learning_rate(self, step: int) -> float:
+        """The learning rate of step `step` (0-based, counted over the whole run)."""
+        cfg = self.train_config
+        if step < cfg.warmup_steps:
+            return cfg.lr * (step + 1) / cfg.warmup_steps
+        if cfg.lr_schedule == "constant" or self.total_steps <= cfg.warmup_steps:
+            return cfg.lr
+        done = min(1.0, (step - cfg.warmup_steps) / max(1, self.total_steps - 1 - cfg.warmup_steps))
+        return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * done))
 
     def _captions(self, captions: list[str]) -> list[str]:
         """2. Captions: sometimes one alias, sometimes none (uses the global, seeded RNG)."""
@@ -149,7 +169,6 @@ class PixelDiffusionTrainable:
         return tokens.to(self.device), mask.to(self.device)
 
     def train_step(self, batch: Batch) -> dict[str, float]:
-        cfg = self.train_config
         # 1. Images at the model's size.
         x0 = resize_images(batch.images, self.config.image_size)  # (B, 3, S, S)
         # 2. Captions.
@@ -163,8 +182,7 @@ class PixelDiffusionTrainable:
         out = self.model(x_t, t, tokens, mask)
         loss = F.mse_loss(out, self.schedule.target(x0, noise, t))
         # 5. Optimise, then average.
-        step = int(self.ema.updates)
-        lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps > 0 else cfg.lr
+        lr = self.learning_rate(int(self.ema.updates))
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)

@@ -204,6 +204,29 @@ def test_training_can_start_from_a_trained_model(tmp_path, data):
     assert (d / "model.safetensors").read_bytes() != (a / "model.safetensors").read_bytes()
 
 
+def test_cosine_schedule_ends_the_run_at_min_lr(tmp_path, data):
+    """lr_schedule=cosine: warm-up, then down to min_lr on the last step of --epochs."""
+    from generators.pixel_diffusion.train import make_trainable
+
+    small = data.subset(torch.arange(64))  # 2 steps an epoch
+    opts = dict(TINY, lr_schedule="cosine", min_lr=1e-4, warmup_steps=2)
+    trainable = make_trainable(small, device=torch.device("cpu"), seed=0, options=opts)
+    trainable.plan(12)
+    rates = [trainable.learning_rate(step) for step in range(12)]
+    assert rates[:2] == pytest.approx([1.5e-3, 3e-3]) and rates[-1] == pytest.approx(1e-4)
+    assert all(a > b for a, b in zip(rates[2:], rates[3:]))
+    # the harness plans the whole run: after 3 epochs of 2 steps, the last rate is min_lr
+    out = tmp_path / "cos"
+    train("diffusion", "unused", out, epochs=3, size=32, seed=0, dataset=small, options=opts, progress=False)
+    state = torch.load(out / "training-state.pt", weights_only=False)
+    assert state["optimizers"]["model"]["param_groups"][0]["lr"] == pytest.approx(1e-4)
+    constant = make_trainable(small, device=torch.device("cpu"), seed=0, options=TINY)
+    constant.plan(100)
+    assert constant.learning_rate(99) == TINY["lr"]
+    with pytest.raises(UserError, match="lr_schedule"):
+        make_trainable(small, device=torch.device("cpu"), seed=0, options=dict(TINY, lr_schedule="step"))
+
+
 def test_tokenizer_lowercases_and_knows_unknown_words():
     vocab = CaptionTokenizer.build(["red heart, heart", "Flag of Japan, JP"])
     assert vocab[:3] == ["<pad>", "<unk>", "<start>"] and vocab[3] == "heart"
