@@ -24,6 +24,11 @@ How a label is picked:
 4. If no word is known, the label is a random choice seeded by the image's
    seed, so the same seed always gives the same label.
 
+The GAN is also conditioned on a colour, one of `COLOURS` (each training
+image's dominant colour). `colour_for` picks it: a colour word in the prompt
+("a blue heart"), else a seeded draw among the colours of the images the
+prompt names exactly ("cat": the cat's), else among those of the label.
+
 Torch-free: only the standard library.
 """
 
@@ -33,7 +38,7 @@ import math
 import random
 import re
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # Words that say nothing about which emoji is meant.
 STOP_WORDS = frozenset(
@@ -48,6 +53,32 @@ _SMOOTHING = 3.0
 _EXACT_NAME_BONUS = 1000.0
 
 _WORD = re.compile(r"[a-z]+|[0-9]+")
+
+# The colours a model may be conditioned on, by index, and the words that name them.
+COLOURS = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black", "grey", "white")
+_COLOUR_WORDS = {c: i for i, c in enumerate(COLOURS)} | {
+    "gray": 9, "silver": 9, "gold": 2, "golden": 2, "violet": 5, "cyan": 4, "navy": 4,
+    "scarlet": 0, "crimson": 0, "lime": 3,
+}
+
+
+def colour_in(prompt: str) -> int | None:
+    """The index in COLOURS of the last colour word of the prompt, or None."""
+    found = [_COLOUR_WORDS[w] for w in words_of(prompt) if w in _COLOUR_WORDS]
+    return found[-1] if found else None
+
+
+def _seeded_pick(counts: dict[int, int], seed: int) -> int | None:
+    """A draw from {choice: weight}, the same for the same seed; None if empty."""
+    if not counts:
+        return None
+    rng = random.Random(f"colour:{int(seed)}")  # a string seed: its own stream, not label_for's
+    r = rng.random() * sum(counts.values())
+    for choice, weight in sorted(counts.items()):
+        r -= weight
+        if r < 0:
+            return choice
+    return max(counts)
 
 
 def words_of(text: str) -> list[str]:
@@ -79,6 +110,10 @@ class PromptIndex:
     names: dict[str, dict[int, int]]
     # label -> number of distinct training captions of that label (0: the label has none)
     label_sizes: list[int]
+    # label -> {colour: distinct (caption, colour) pairs}, and the same per name; empty when
+    # the model is not conditioned on colour
+    label_colours: list[dict[int, int]] = field(default_factory=list)
+    name_colours: dict[str, dict[int, int]] = field(default_factory=dict)
 
     @property
     def n_labels(self) -> int:
@@ -87,10 +122,24 @@ class PromptIndex:
     # -- building and saving -----------------------------------------------------
 
     @classmethod
-    def build(cls, captions: list[str], labels: list[int], n_labels: int) -> "PromptIndex":
+    def build(cls, captions: list[str], labels: list[int], n_labels: int,
+              colours: list[int] | None = None) -> "PromptIndex":
+        """`colours`, if given, holds each image's index in COLOURS."""
         # Each (caption, label) pair counts once: the emoji set repeats a caption
         # for every skin tone, which must not make people outweigh hearts.
         pairs = sorted({(caption, int(label)) for caption, label in zip(captions, labels)})
+        label_colours: list[dict[int, int]] = []
+        name_colours: dict[str, dict[int, int]] = {}
+        if colours is not None:
+            # Skin tones do count here, once per colour they give the caption.
+            label_colours = [defaultdict(int) for _ in range(n_labels)]
+            name_colours = defaultdict(lambda: defaultdict(int))
+            for caption, label, colour in sorted(set(zip(captions, map(int, labels), map(int, colours)))):
+                label_colours[label][colour] += 1
+                for name in names_of(caption):
+                    name_colours[name][colour] += 1
+            label_colours = [dict(sorted(c.items())) for c in label_colours]
+            name_colours = {name: dict(sorted(c.items())) for name, c in sorted(name_colours.items())}
         words: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
         names: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
         sizes = [0] * n_labels
@@ -103,7 +152,8 @@ class PromptIndex:
         def freeze(table):
             return {key: dict(sorted(counts.items())) for key, counts in sorted(table.items())}
 
-        return cls(words=freeze(words), names=freeze(names), label_sizes=sizes)
+        return cls(words=freeze(words), names=freeze(names), label_sizes=sizes,
+                   label_colours=label_colours, name_colours=name_colours)
 
     def to_dict(self) -> dict:
         """JSON-able and compact: each word's counts as one string "label:count label:count"."""
@@ -111,7 +161,12 @@ class PromptIndex:
             return {key: " ".join(f"{label}:{n}" for label, n in counts.items())
                     for key, counts in table.items()}
 
-        return {"words": pack(self.words), "names": pack(self.names), "label_sizes": self.label_sizes}
+        data = {"words": pack(self.words), "names": pack(self.names), "label_sizes": self.label_sizes}
+        if self.label_colours:
+            data["colours"] = list(COLOURS)
+            data["label_colours"] = list(pack(dict(enumerate(self.label_colours))).values())
+            data["name_colours"] = pack(self.name_colours)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "PromptIndex":
@@ -120,7 +175,9 @@ class PromptIndex:
                     for key, packed in table.items()}
 
         return cls(words=unpack(data["words"]), names=unpack(data.get("names", {})),
-                   label_sizes=[int(n) for n in data["label_sizes"]])
+                   label_sizes=[int(n) for n in data["label_sizes"]],
+                   label_colours=list(unpack(dict(enumerate(data.get("label_colours", [])))).values()),
+                   name_colours=unpack(data.get("name_colours", {})))
 
     # -- choosing a label ----------------------------------------------------------
 
@@ -153,3 +210,13 @@ class PromptIndex:
         if len(candidates) == 1:
             return candidates[0]
         return candidates[random.Random(int(seed)).randrange(len(candidates))]
+
+    def colour_for(self, prompt: str, label: int, seed: int) -> int:
+        """The colour (index in COLOURS) to draw `label` in for this prompt and seed."""
+        named = colour_in(prompt)
+        if named is not None:
+            return named
+        exact = self.name_colours.get(" ".join(words_of(prompt)))
+        pick = _seeded_pick(exact or self.label_colours[label], seed)
+        return pick if pick is not None else _seeded_pick(
+            {c: 1 for counts in self.label_colours for c in counts} or {0: 1}, seed)

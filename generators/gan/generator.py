@@ -4,7 +4,9 @@
     result = gen.generate(GenerationRequest(task=Task.DRAW, seeds=[1, 2], prompt="red heart",
                                             width=64, height=64))
 
-draw: the prompt picks a sublabel (`PromptIndex`); each image's z comes from a
+draw: the prompt picks a sublabel (`PromptIndex`) and, for a model conditioned
+    on colour, a colour (a colour word, else the named emoji's or the
+    label's, seeded); each image's z comes from a
     generator seeded by the image's seed, truncated (option "truncation",
     default 0.7: components beyond it are redrawn); the EMA generator draws it.
 vary: a GAN cannot encode an arbitrary image, so it varies its own: the
@@ -34,7 +36,7 @@ from generators.base import (
     ProgressCallback,
     UnsupportedTask,
 )
-from generators.captions import PromptIndex
+from generators.captions import COLOURS, PromptIndex
 from generators.datasets import to_image
 from generators.gan.model import GANConfig, truncate
 from generators.gan.model import Generator as GANNetwork
@@ -84,10 +86,21 @@ class GANGenerator(Generator):
         return truncate(torch.randn(self.config.z_dim, generator=g), truncation, g)
 
     @torch.inference_mode()
-    def _render(self, z: torch.Tensor, label: int, width: int, height: int) -> Image.Image:
-        """One z (Z,) and label -> one PIL image of width x height."""
+    def _condition(self, prompt: str, seed: int) -> tuple[int, int | None]:
+        """The (label, colour) the image with this seed is drawn with; colour None
+        for a model without colours."""
+        label = self.index.label_for(prompt, seed)
+        if not self.config.n_colours:
+            return label, None
+        return label, self.index.colour_for(prompt, label, seed)
+
+    def _render(self, z: torch.Tensor, condition: tuple[int, int | None], width: int,
+                height: int) -> Image.Image:
+        """One z (Z,) and (label, colour) -> one PIL image of width x height."""
+        label, colour = condition
         y = torch.tensor([label], device=self.param.device)
-        x = self.net(z.to(self.param)[None], y)[0]  # (3, S, S)
+        c = None if colour is None else torch.tensor([colour], device=self.param.device)
+        x = self.net(z.to(self.param)[None], y, c)[0]  # (3, S, S)
         image = to_image(x.float().cpu())
         if image.size != (width, height):
             image = image.resize((width, height), Image.LANCZOS)
@@ -96,25 +109,29 @@ class GANGenerator(Generator):
     def _label_name(self, label: int) -> str:
         return self.label_names[label] if label < len(self.label_names) else str(label)
 
-    def _result(self, images, request, labels, **params) -> GenerationResult:
-        names = [self._label_name(label) for label in labels]
-        params["label"] = names[0] if len(set(names)) == 1 else names
+    def _result(self, images, request, conditions, **params) -> GenerationResult:
+        def one_or_all(values):
+            return values[0] if len(set(values)) == 1 else values
+
+        params["label"] = one_or_all([self._label_name(label) for label, _ in conditions])
+        if self.config.n_colours:
+            params["colour"] = one_or_all([COLOURS[colour] for _, colour in conditions])
         return GenerationResult(images=images, seeds=list(request.seeds), params=params)
 
     # -- tasks ----------------------------------------------------------------
 
     def draw(self, request: GenerationRequest, progress: ProgressCallback) -> GenerationResult:
         truncation = self._truncation(request)
-        images, labels = [], []
+        images, conditions = [], []
         for seed in request.seeds:
-            # 1. The prompt picks the label (a seeded choice if no word is known).
-            label = self.index.label_for(request.prompt, seed)
+            # 1. The prompt picks the label and colour (seeded choices where it does not say).
+            condition = self._condition(request.prompt, seed)
             # 2. z from the seed, truncated; 3. generate.
-            images.append(self._render(self.latent(seed, truncation), label,
+            images.append(self._render(self.latent(seed, truncation), condition,
                                        request.width, request.height))
-            labels.append(label)
+            conditions.append(condition)
         progress(1, 1)
-        return self._result(images, request, labels, truncation=truncation)
+        return self._result(images, request, conditions, truncation=truncation)
 
     def vary(self, request: GenerationRequest, progress: ProgressCallback) -> GenerationResult:
         source_seed = request.options.get("source_seed")
@@ -127,14 +144,14 @@ class GANGenerator(Generator):
         if not 0.0 <= strength <= 1.0:
             raise InvalidRequest("The strength of a variation must be between 0 and 1.")
         truncation = self._truncation(request)
-        # 1. The source image's label and z, as `draw` made them.
-        label = self.index.label_for(request.prompt, int(source_seed))
+        # 1. The source image's label, colour and z, as `draw` made them.
+        condition = self._condition(request.prompt, int(source_seed))
         z_src = self.latent(int(source_seed), truncation)
         # 2. Turn z towards a new seeded z by an angle set by the strength; generate.
         angle = strength * math.pi / 2
         images = [self._render(math.cos(angle) * z_src + math.sin(angle) * self.latent(seed, truncation),
-                               label, request.width, request.height)
+                               condition, request.width, request.height)
                   for seed in request.seeds]
         progress(1, 1)
-        return self._result(images, request, [label] * len(images), truncation=truncation,
+        return self._result(images, request, [condition] * len(images), truncation=truncation,
                             strength=strength, source_seed=int(source_seed))

@@ -19,7 +19,13 @@ minibatch-std channel is added (it lets D notice a generator that draws one
 image over and over); the whole 4x4 map, flattened, is phi(x) (not its sum
 over space: D must judge the layout, not only patches); the score is
     psi(phi(x)) + <embed(y), phi(x)>
-i.e. "is this a real image" plus "is it a real image of class y". Every layer
+i.e. "is this a real image" plus "is it a real image of class y".
+
+Colour (config n_colours > 0): the image's dominant colour c (one of
+`COLOURS`, see `dominant_colours`) conditions both networks too: in G its
+embedding is added to the class's (zero at first, so a model trained without
+colour can be trained further with it) and it shifts each batch norm's gamma
+and beta; D adds <embed_c(c), phi(x)>. So "a red heart" can be asked for. Every layer
 is spectrally normalised, which keeps D's gradients tame without a penalty term.
 
 Sizes at image_size 64, width 32, z_dim 128, 98 classes: G 4x4 (256 ch) -> 8
@@ -38,6 +44,7 @@ import torch.nn.functional as F
 from torch.nn.utils.parametrizations import spectral_norm
 
 from generators.base import halvings
+from generators.captions import COLOURS
 
 
 @dataclass
@@ -48,6 +55,7 @@ class GANConfig:
     width: int = 32  # G's channels just below S x S; doubled at each halving (D likewise)
     max_width_mult: int = 8  # channels stop doubling at width * this
     d_width: int = 32  # D's channels after its first halving
+    n_colours: int = 0  # colours (COLOURS) both networks are conditioned on besides the class; 0: none
 
     @property
     def n_levels(self) -> int:
@@ -72,20 +80,73 @@ class GANConfig:
         return cls(**{k: v for k, v in data.items() if k in fields})
 
 
-class ConditionalBatchNorm(nn.Module):
-    """BatchNorm without its own affine; each class has a gamma and beta instead."""
+WHITE = COLOURS.index("white")
+# Hue bands in degrees (start, colour) for saturated pixels, in order; the last runs to 360.
+_HUES = [(0, "red"), (15, "orange"), (38, "yellow"), (68, "green"), (170, "blue"), (255, "purple"),
+         (315, "pink"), (345, "red")]
 
-    def __init__(self, channels: int, n_classes: int):
+
+def pixel_colours(rgb: torch.Tensor) -> torch.Tensor:
+    """Each pixel's colour name, as an index in COLOURS: (..., 3) in [0, 1] -> (...).
+
+    By hue, saturation and value: dark pixels are black; greyish ones grey or white;
+    the rest fall in a hue band, except that dark or dull reds, oranges and yellows are brown
+    and pale reds pink.
+    """
+    value, _ = rgb.max(dim=-1)
+    chroma = value - rgb.min(dim=-1).values
+    sat = chroma / value.clamp(min=1e-6)
+    r, g, b = rgb.unbind(-1)
+    safe = chroma.clamp(min=1e-6)
+    hue = torch.where(value == r, ((g - b) / safe) % 6,
+                      torch.where(value == g, (b - r) / safe + 2, (r - g) / safe + 4)) * 60  # degrees
+    out = torch.zeros(value.shape, dtype=torch.long, device=rgb.device)
+    for start, name in _HUES:
+        out = torch.where(hue >= start, COLOURS.index(name), out)
+    warm = hue < 68
+    out = torch.where(warm & ((value < 0.6) | ((value < 0.8) & (sat < 0.6))), COLOURS.index("brown"), out)
+    out = torch.where((out == COLOURS.index("red")) & (sat < 0.5) & (value > 0.8), COLOURS.index("pink"), out)
+    out = torch.where(sat < 0.18, torch.where(value > 0.8, WHITE, COLOURS.index("grey")), out)
+    return torch.where(value < 0.25, COLOURS.index("black"), out)
+
+
+def dominant_colours(x: torch.Tensor) -> torch.Tensor:
+    """Each image's dominant colour, an index in COLOURS: (B, 3, S, S) in [-1, 1] -> (B,).
+
+    Every pixel that is not background (near white) votes for its colour name
+    (`pixel_colours`); the most votes win. An image that is almost all near-white
+    (under 2% of its pixels otherwise) is white.
+    """
+    rgb = ((x.float() + 1) / 2).clamp(0, 1).flatten(2).transpose(1, 2)  # (B, S*S, 3)
+    foreground = rgb.amin(dim=2) < 0.9  # (B, S*S)
+    votes = F.one_hot(pixel_colours(rgb), len(COLOURS)) * foreground[..., None]  # (B, S*S, K)
+    colours = votes.sum(dim=1).argmax(dim=1)  # (B,)
+    return torch.where(foreground.float().mean(dim=1) < 0.02, WHITE, colours)
+
+
+class ConditionalBatchNorm(nn.Module):
+    """BatchNorm without its own affine; each class has a gamma and beta instead, and
+    each colour (if any) a shift of both, zero at first."""
+
+    def __init__(self, channels: int, n_classes: int, n_colours: int = 0):
         super().__init__()
         self.norm = nn.BatchNorm2d(channels, affine=False)
         self.gamma = nn.Embedding(n_classes, channels)
         self.beta = nn.Embedding(n_classes, channels)
         nn.init.ones_(self.gamma.weight)
         nn.init.zeros_(self.beta.weight)
+        if n_colours:
+            self.colour_gamma = nn.Embedding(n_colours, channels)
+            self.colour_beta = nn.Embedding(n_colours, channels)
+            nn.init.zeros_(self.colour_gamma.weight)
+            nn.init.zeros_(self.colour_beta.weight)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        # x (B, C, H, W), y (B,) -> (B, C, H, W)
-        return self.norm(x) * self.gamma(y)[:, :, None, None] + self.beta(y)[:, :, None, None]
+    def forward(self, x: torch.Tensor, y: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        # x (B, C, H, W), y (B,), c (B,) or None -> (B, C, H, W)
+        gamma, beta = self.gamma(y), self.beta(y)  # (B, C) each
+        if c is not None:
+            gamma, beta = gamma + self.colour_gamma(c), beta + self.colour_beta(c)
+        return self.norm(x) * gamma[:, :, None, None] + beta[:, :, None, None]
 
 
 class UpConv(nn.Module):
@@ -107,19 +168,24 @@ class Generator(nn.Module):
         self.c0, self.bottom = chs[0], config.bottom
         self.embed = nn.Embedding(config.n_classes, config.z_dim)  # the class, as the layout sees it
         self.from_z = nn.Linear(2 * config.z_dim, chs[0] * config.bottom**2)
-        self.norms = nn.ModuleList([ConditionalBatchNorm(c, config.n_classes) for c in chs])
+        if config.n_colours:
+            self.colour = nn.Embedding(config.n_colours, config.z_dim)  # added to the class's
+            nn.init.zeros_(self.colour.weight)
+        self.norms = nn.ModuleList([ConditionalBatchNorm(c, config.n_classes, config.n_colours) for c in chs])
         # Doubling: nearest-neighbour upsampling and a 3x3 convolution (no checkerboard
         # artifacts), except the last, to RGB, a 4x4 transposed convolution (cheaper there).
         self.ups = nn.ModuleList([UpConv(c_in, c_out) for c_in, c_out in zip(chs, chs[1:])])
         self.ups.append(nn.ConvTranspose2d(chs[-1], 3, 4, stride=2, padding=1))
 
-    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        # z (B, Z), y (B,) -> (B, 3, S, S) in [-1, 1]
+    def forward(self, z: torch.Tensor, y: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        # z (B, Z), y (B,), c (B,) (colour models only) -> (B, 3, S, S) in [-1, 1]
+        _check_colour(self.config, c)
         z = z * torch.rsqrt(z.pow(2).mean(dim=1, keepdim=True) + 1e-8)  # unit RMS: only z's direction counts
-        h = self.from_z(torch.cat([z, self.embed(y)], dim=1))  # (B, C * 4 * 4) at S = 64
+        condition = self.embed(y) if c is None else self.embed(y) + self.colour(c)  # (B, Z)
+        h = self.from_z(torch.cat([z, condition], dim=1))  # (B, C * 4 * 4) at S = 64
         h = h.view(-1, self.c0, self.bottom, self.bottom)  # (B, C, 4, 4)
         for norm, up in zip(self.norms, self.ups):
-            h = up(F.relu(norm(h, y)))  # each: (B, C, H, W) -> (B, C', 2H, 2W)
+            h = up(F.relu(norm(h, y, c)))  # each: (B, C, H, W) -> (B, C', 2H, 2W)
         return torch.tanh(h)
 
 
@@ -136,6 +202,7 @@ def minibatch_std(h: torch.Tensor, group: int = 4) -> torch.Tensor:
 class Discriminator(nn.Module):
     def __init__(self, config: GANConfig):
         super().__init__()
+        self.config = config
         chs = config.channels(config.d_width)  # 32, 64, 128, 256 at S = 64
         self.convs = nn.ModuleList([spectral_norm(nn.Conv2d(c_in, c_out, 4, stride=2, padding=1))
                                     for c_in, c_out in zip([3] + chs[:-1], chs)])
@@ -144,15 +211,24 @@ class Discriminator(nn.Module):
         features = (chs[-1] + 1) * config.bottom**2
         self.psi = spectral_norm(nn.Linear(features, 1))
         self.embed = spectral_norm(nn.Embedding(config.n_classes, features))
+        if config.n_colours:
+            self.colour = spectral_norm(nn.Embedding(config.n_colours, features))
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        # x (B, 3, S, S), y (B,) -> (B,); score real and fake images in separate calls,
-        # so that the minibatch std never mixes them.
+    def forward(self, x: torch.Tensor, y: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        # x (B, 3, S, S), y (B,), c (B,) (colour models only) -> (B,); score real and fake
+        # images in separate calls, so that the minibatch std never mixes them.
+        _check_colour(self.config, c)
         h = x
         for conv in self.convs:
             h = F.leaky_relu(conv(h), 0.2)  # (B, C, H/2, W/2)
         phi = minibatch_std(h).flatten(1)  # (B, (C + 1) * 4 * 4)
-        return self.psi(phi).squeeze(1) + (self.embed(y) * phi).sum(dim=1)
+        condition = self.embed(y) if c is None else self.embed(y) + self.colour(c)  # (B, F)
+        return self.psi(phi).squeeze(1) + (condition * phi).sum(dim=1)
+
+
+def _check_colour(config: GANConfig, c: torch.Tensor | None) -> None:
+    if (c is None) != (config.n_colours == 0):
+        raise ValueError("a colour model needs colours c, and a model without colours takes none")
 
 
 def truncate(z: torch.Tensor, threshold: float | None, generator: torch.Generator) -> torch.Tensor:

@@ -2,7 +2,9 @@
 
     trainable = make_trainable(dataset, device=device, seed=0, options={"width": 16})
 
-One step, on a batch of real images x with their sublabels y:
+One step, on a batch of real images x with their sublabels y and dominant
+colours c (`dominant_colours`, computed from the pixels; the condition is the
+pair y, c, written y below):
 
 1. Discriminator: fake = G(z, y) for fresh z; real and fake images alike
    get random, differentiable augmentations (DiffAugment, Zhao et al. 2020:
@@ -30,9 +32,9 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-from generators.captions import PromptIndex
+from generators.captions import COLOURS, PromptIndex
 from generators.datasets import ImageDataset
-from generators.gan.model import Discriminator, GANConfig, Generator
+from generators.gan.model import Discriminator, GANConfig, Generator, dominant_colours
 from generators.training import Batch
 from generators.training import split_options as split_trainer_options
 
@@ -53,7 +55,7 @@ class GANTrainConfig:
 def split_options(options: dict) -> tuple[GANConfig, GANTrainConfig]:
     """Options -> (model config, training config); image_size and n_classes come from the data."""
     model, train = split_trainer_options(options, GANConfig, GANTrainConfig, what="GAN",
-                                         set_by_data=("image_size", "n_classes"))
+                                         set_by_data=("image_size", "n_classes", "n_colours"))
     return GANConfig(**model), train
 
 
@@ -100,6 +102,7 @@ class GANTrainable:
         config, train_config = split_options(options)
         config.image_size = dataset.size
         config.n_classes = max(1, len(dataset.sublabel_names))
+        config.n_colours = len(COLOURS)
         self.config, self.train_config = config, train_config
         self.dataset, self.device = dataset, device
         self.G = Generator(config).to(device)
@@ -111,8 +114,10 @@ class GANTrainable:
         self.modules = {"G": self.G, "D": self.D, "G_ema": self.G_ema}
         self.optimizers = {"G": self.opt_G, "D": self.opt_D}
         self.batch_size = train_config.batch_size
+        colours = torch.cat([dominant_colours(dataset.images[i:i + 256])
+                             for i in range(0, len(dataset), 256)])  # (N,)
         self.index = PromptIndex.build(dataset.captions, dataset.sublabels.tolist(),
-                                       len(dataset.sublabel_names))
+                                       len(dataset.sublabel_names), colours.tolist())
 
     def _d_input(self, x: torch.Tensor) -> torch.Tensor:
         return augment(x, self.train_config.augment, self.train_config.shift)
@@ -129,12 +134,13 @@ class GANTrainable:
 
     def train_step(self, batch: Batch) -> dict[str, float]:
         x, y = batch.images, batch.sublabels  # (B, 3, S, S), (B,)
+        c = dominant_colours(x)  # (B,)
         b = x.shape[0]
         # 1. Discriminator: hinge loss on augmented real and fake images.
         with torch.no_grad():
-            fake = self.G(torch.randn(b, self.config.z_dim, device=self.device), y)
-        d_real = self.D(self._d_input(x), y)  # (B,)
-        d_fake = self.D(self._d_input(fake), y)  # (B,)
+            fake = self.G(torch.randn(b, self.config.z_dim, device=self.device), y, c)
+        d_real = self.D(self._d_input(x), y, c)  # (B,)
+        d_fake = self.D(self._d_input(fake), y, c)  # (B,)
         d_loss = F.relu(1.0 - d_real).mean() + F.relu(1.0 + d_fake).mean()
         self.opt_D.zero_grad(set_to_none=True)
         d_loss.backward()
@@ -144,11 +150,11 @@ class GANTrainable:
         #    different z give different images: it fights a class collapsing to one image.
         #    D's weights are frozen for this pass, which skips computing their gradients.
         half = (b + 1) // 2
-        y_pairs = y[:half].repeat(2)[:b]
+        y_pairs, c_pairs = y[:half].repeat(2)[:b], c[:half].repeat(2)[:b]
         z = torch.randn(b, self.config.z_dim, device=self.device)
-        fake = self.G(z, y_pairs)
+        fake = self.G(z, y_pairs, c_pairs)
         self.D.requires_grad_(False)
-        g_adv = -self.D(self._d_input(fake), y_pairs).mean()
+        g_adv = -self.D(self._d_input(fake), y_pairs, c_pairs).mean()
         self.D.requires_grad_(True)
         n = b - half  # pairs (i, i + half)
         image_gap = (fake[:n] - fake[half:]).abs().mean(dim=(1, 2, 3))  # (n,)
@@ -163,16 +169,20 @@ class GANTrainable:
         return {"d_loss": d_loss.item(), "g_loss": g_adv.item(), "ms": mode_seeking.item(),
                 "d_real": d_real.mean().item(), "d_fake": d_fake.mean().item()}
 
-    def grid_labels(self, n: int) -> torch.Tensor:
-        """n labels spread evenly over the sublabels the data has."""
+    def grid_labels(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """n (label, colour) pairs: labels spread evenly over the sublabels the data has,
+        each in its most common colour."""
         present = torch.unique(self.dataset.sublabels)  # sorted
-        pick = torch.linspace(0, len(present) - 1, n).round().long()
-        return present[pick]
+        labels = present[torch.linspace(0, len(present) - 1, n).round().long()]
+        colours = [max(self.index.label_colours[y], key=self.index.label_colours[y].get)
+                   for y in labels.tolist()]
+        return labels, torch.tensor(colours)
 
     def sample_grid(self, n: int, seed: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(seed)
         z = torch.randn(n, self.config.z_dim, generator=g).to(self.device)
-        return self.G_ema(z, self.grid_labels(n).to(self.device))  # (n, 3, S, S)
+        labels, colours = self.grid_labels(n)
+        return self.G_ema(z, labels.to(self.device), colours.to(self.device))  # (n, 3, S, S)
 
     def export(self) -> tuple[dict[str, torch.Tensor], dict]:
         weights = dict(self.G_ema.state_dict())

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from generators.captions import PromptIndex, names_of, words_of
+from generators.captions import COLOURS, PromptIndex, colour_in, names_of, words_of
 
 CAPTIONS = ["red circle", "blue circle, round", "green square", "red square, box", "red heart"]
 LABELS = [0, 0, 1, 1, 2]
@@ -96,3 +96,28 @@ def test_emoji_prompt_kinds(emoji):
 def test_emoji_index_is_small(emoji):
     index, _ = emoji
     assert len(json.dumps(index.to_dict())) < 200_000
+
+
+def test_colour_words_win_then_the_named_emoji_then_the_label():
+    # colours are indices in COLOURS: red 0, green 3, blue 4
+    red, green, blue = COLOURS.index("red"), COLOURS.index("green"), COLOURS.index("blue")
+    index = PromptIndex.build(CAPTIONS, LABELS, n_labels=4, colours=[red, blue, green, red, red])
+    assert colour_in("a Blue thing") == blue and colour_in("grey or gray") == COLOURS.index("grey")
+    assert colour_in("circle") is None
+    assert all(index.colour_for("green circle", 0, seed) == green for seed in range(10))
+    # "round" names only the blue circle; "box" only the red square
+    assert all(index.colour_for("round", 0, seed) == blue for seed in range(10))
+    assert all(index.colour_for("box", 1, seed) == red for seed in range(10))
+    # otherwise the label's colours, as a seeded draw: both circles' colours turn up
+    picks = [index.colour_for("circle thing", 0, seed) for seed in range(40)]
+    assert set(picks) == {red, blue}
+    assert picks == [index.colour_for("circle thing", 0, seed) for seed in range(40)]
+    # a label with no captions falls back on any colour the data has
+    assert index.colour_for("zzz", 3, 5) in {red, green, blue}
+    again = PromptIndex.from_dict(json.loads(json.dumps(index.to_dict())))
+    assert again == index and again.to_dict()["colours"] == list(COLOURS)
+
+
+def test_an_index_without_colours_keeps_its_old_form(small):
+    assert "label_colours" not in small.to_dict()
+    assert PromptIndex.from_dict(small.to_dict()).label_colours == []

@@ -8,11 +8,12 @@ import json
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 from safetensors.torch import load_file
 
 from artbot.errors import InvalidRequest, UserError
 from generators.base import GenerationRequest, Task, UnsupportedTask
+from generators.datasets import to_tensor
 from generators.gan.model import truncate
 from generators.gan.train import augment
 from generators.registry import load_generator
@@ -80,7 +81,7 @@ def test_draw_one_image_per_seed_at_the_requested_size(gan):
                           lambda step, total: calls.append((step, total)))
     assert result.seeds == [1, 2, 3]
     assert [im.size for im in result.images] == [(48, 40)] * 3
-    assert result.params == {"label": "square", "truncation": 0.7}
+    assert result.params == {"label": "square", "colour": "blue", "truncation": 0.7}
     assert calls == [(1, 1)]
 
 
@@ -157,3 +158,52 @@ def test_unknown_option_is_refused(tmp_path, data):
     with pytest.raises(UserError, match="trunc"):
         train("gan", "unused", tmp_path / "bad", epochs=1, size=SIZE, seed=0, dataset=data,
               options={"trunc": 0.5}, progress=False)
+
+
+def test_pixel_colours_name_emoji_colours():
+    from generators.captions import COLOURS
+    from generators.gan.model import pixel_colours
+
+    samples = {  # RGB in [0, 1], read off Noto emoji, -> the name a person would give
+        "red": (0.86, 0.13, 0.16), "orange": (1.0, 0.6, 0.1), "yellow": (0.99, 0.79, 0.16),
+        "green": (0.49, 0.70, 0.26), "blue": (0.2, 0.5, 0.9), "purple": (0.67, 0.28, 0.74),
+        "pink": (0.96, 0.5, 0.7), "brown": (0.72, 0.43, 0.33), "black": (0.1, 0.1, 0.12),
+        "grey": (0.55, 0.56, 0.58), "white": (0.92, 0.93, 0.94),
+    }
+    got = pixel_colours(torch.tensor(list(samples.values())))
+    assert [COLOURS[i] for i in got.tolist()] == list(samples)
+
+
+def test_dominant_colour_ignores_the_white_background():
+    from generators.captions import COLOURS
+    from generators.gan.model import dominant_colours
+
+    images = []
+    for fill in [(220, 30, 30), (40, 170, 60), None]:
+        im = Image.new("RGB", (32, 32), "white")
+        if fill:
+            ImageDraw.Draw(im).ellipse((10, 10, 20, 20), fill=fill)  # a tenth of the image
+        images.append(to_tensor(im, 32))
+    assert [COLOURS[i] for i in dominant_colours(torch.stack(images)).tolist()] == ["red", "green", "white"]
+
+
+def test_a_model_without_colours_trains_on_with_them(data):
+    """--init emoji-gan: a GAN trained before colours existed starts a colour GAN
+    unchanged; its new colour parts start at zero, so every colour draws the old image."""
+    from generators.gan.model import GANConfig, Generator
+    from generators.gan.train import make_trainable
+    from generators.training import warm_start
+
+    old = Generator(GANConfig(image_size=SIZE, n_classes=2, width=8, z_dim=16)).eval()
+    for p in old.parameters():
+        p.data.normal_(0, 0.2, generator=torch.Generator().manual_seed(p.numel()))
+    trainable = make_trainable(data, device=torch.device("cpu"), seed=0, options=TINY)
+    assert sorted(warm_start(trainable, old.state_dict(), "old")) == ["G", "G_ema"]
+    z, y = torch.randn(4, 16), torch.tensor([0, 1, 0, 1])
+    with torch.no_grad():
+        want = old(z, y)
+        for colour in (0, 4, 10):
+            assert torch.allclose(trainable.G_ema.eval()(z, y, torch.full((4,), colour)), want)
+    with pytest.raises(ValueError, match="colour"):
+        trainable.G_ema(z, y)
+
