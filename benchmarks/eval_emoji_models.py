@@ -9,12 +9,17 @@
 2. Prompt adherence (GAN, diffusion): for each category, 12 captions drawn at
    random (seed 0) become prompts ("red heart"); one image each; the share the
    classifier puts in the prompt's category. Chance is about 1 in 9.
-3. Diversity (GAN, diffusion): mean pairwise distance (RMS over pixels in
+3. Colour (GAN, diffusion): emoji whose names hold a colour word that their
+   image shows ("blue book", "green apple"; 48 at random, seed 0) become
+   prompts; the share of samples whose dominant colour (the GAN's
+   `dominant_colours`: the colour name most non-white pixels have) is the
+   word's. Real images score 1 by that choice.
+4. Diversity (GAN, diffusion): mean pairwise distance (RMS over pixels in
    [0, 1]) of 16 samples of one prompt, over that of 16 real images of the
    prompt's subcategory. Near 0: one image over and over; near 1: as varied as
    the real thing.
-4. VAE: reconstruction PSNR on the images held out of its training.
-5. Speed: images per second on this machine's CPU, batches of 16.
+5. VAE: reconstruction PSNR on the images held out of its training.
+6. Speed: images per second on this machine's CPU, batches of 16.
 
 It also writes each model's `samples.png` (8 prompts x 4 seeds; the VAE adds
 reconstructions and an interpolation) next to its weights.
@@ -41,6 +46,8 @@ import torch.nn.functional as F  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from generators.base import GenerationRequest, Task  # noqa: E402
+from generators.captions import colour_in  # noqa: E402
+from generators.gan.model import dominant_colours  # noqa: E402
 from generators.datasets import image_grid, load_dataset, to_tensor  # noqa: E402
 from generators.registry import load_generator  # noqa: E402
 
@@ -125,6 +132,22 @@ def adherence(gen, data, net, per_category: int = 12, **kw) -> dict:
             "chance": round(1 / len(data.label_names), 3)}
 
 
+def colour_adherence(gen, data, n_prompts: int = 48, **kw) -> dict:
+    # Emoji names that hold a colour word their image shows ("blue book"; not "heavy
+    # black heart", which is red: Unicode's "black" often means filled), once per name.
+    named = {}  # first name -> colour asked for
+    real = dominant_colours(data.images).tolist()
+    for i, caption in enumerate(data.captions):
+        name = caption.split(",")[0]
+        if name not in named and colour_in(name) is not None and colour_in(name) == real[i]:
+            named[name] = colour_in(name)
+    prompts = random.Random(0).sample(sorted(named), min(n_prompts, len(named)))
+    images = [im for j, p in enumerate(prompts) for im in generate(gen, p, [2000 + j], **kw)]
+    drawn = dominant_colours(as_tensor(images)).tolist()
+    hits = sum(d == named[p] for d, p in zip(drawn, prompts))
+    return {"hit_rate": round(hits / len(prompts), 3), "prompts": len(prompts), "candidates": len(named)}
+
+
 def diversity(gen, data, **kw) -> dict:
     out = {}
     for prompt in DIVERSITY_PROMPTS:
@@ -190,8 +213,10 @@ ABOUT = {
     ),
     "emoji-gan": (
         "A class-conditional DCGAN (Radford et al. 2016) at 64x64, conditioned on the emoji "
-        "subcategory the prompt names; spectral norm, hinge loss and an exponential moving "
-        "average of the generator. Draws sample a seeded latent with truncation; variations "
+        "subcategory the prompt names and on a colour: the prompt's colour word, else the "
+        "colour of the emoji it names, else one of its subcategory's colours (each training "
+        "image's colour is the one most of its pixels have). Spectral norm, hinge loss and an "
+        "exponential moving average of the generator. Draws sample a seeded latent with truncation; variations "
         "move around the latent of the image's own seed.",
         "gan",
     ),
@@ -220,8 +245,9 @@ def write_card(folder: Path, entry: dict, results: dict) -> None:
     commands = []
     for i, st in enumerate(stages):
         init = f" --init {name}" if i else ""
+        options = "".join(f" --option {k}={v}" for k, v in (st.get("options") or {}).items())
         commands.append(f"artbot train {trainer} --data emoji{init} --out DIR --epochs {st['epochs']} "
-                        f"--seed {st['seed']}" + (f" --holdout {holdout}" if holdout else "")
+                        f"--seed {st['seed']}{options}" + (f" --holdout {holdout}" if holdout else "")
                         + f"\nscripts/bundle_model.py DIR {name}")
     command = "\n".join(commands)
     epochs = sum(st["epochs"] for st in stages)
@@ -270,6 +296,10 @@ def write_card(folder: Path, entry: dict, results: dict) -> None:
             f"| diversity: sample spread / real spread, mean over {len(d['prompts'])} prompts | "
             f"{d['mean_ratio']:.3f} |",
         ]
+        if "colour" in entry:
+            col = entry["colour"]
+            lines += [f"| samples in the colour their prompt names ({col['prompts']} prompts such as "
+                      f"\"blue book\"; chance about 0.1) | {col['hit_rate']:.3f} |"]
         per = ", ".join(f"{k} {v:.2f}" for k, v in a["per_category"].items())
         lines_after = [f"Per category: {per}.", ""]
     else:
@@ -341,6 +371,7 @@ def main() -> None:
             entry.update(vae_metrics(gen, data, folder))
         else:
             entry["adherence"] = adherence(gen, data, net, **kw)
+            entry["colour"] = colour_adherence(gen, data, **kw)
             entry["diversity"] = diversity(gen, data, **kw)
             sample_sheet(gen, folder, **kw)
         results[key] = entry
