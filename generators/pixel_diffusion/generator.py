@@ -39,6 +39,20 @@ FAMILY = "pixel-diffusion"
 
 
 
+def without_articles(prompt: str) -> str:
+    """The prompt without "a", "an" and "the" (a trailing "a" stays: "letter a").
+
+    Emoji captions have no articles, so the model knows "a" only from the few
+    captions that hold it, the red "A" button among them: "a red heart" would
+    draw a heart on the A button's base. People write articles; the model
+    should not see them.
+    """
+    words = prompt.split()
+    kept = [w for i, w in enumerate(words)
+            if w.lower() not in ("an", "the") and (w.lower() != "a" or i == len(words) - 1)]
+    return " ".join(kept) if kept else prompt
+
+
 def square_crop(image: Image.Image) -> Image.Image:
     """The largest centred square of an image."""
     w, h = image.size
@@ -96,9 +110,9 @@ class PixelDiffusionGenerator(Generator):
 
     def _captions(self, request: GenerationRequest, guidance: float):
         """Encoded captions: the prompt per image, then (with guidance) the negative or empty caption."""
-        captions = [request.prompt] * request.count
+        captions = [without_articles(request.prompt)] * request.count
         if guidance != 1.0:
-            captions += [request.negative_prompt] * request.count
+            captions += [without_articles(request.negative_prompt)] * request.count
         return encode_captions(self.model, captions, self.device)
 
     def _denoise(self, x, timesteps, request, guidance, generators, progress) -> torch.Tensor:

@@ -227,6 +227,15 @@ def test_cosine_schedule_ends_the_run_at_min_lr(tmp_path, data):
         make_trainable(small, device=torch.device("cpu"), seed=0, options=dict(TINY, lr_schedule="step"))
 
 
+def test_articles_do_not_change_the_drawing(gen):
+    """Captions have no articles: "a red square" draws what "red square" draws."""
+    from generators.pixel_diffusion.generator import without_articles
+
+    assert draw(gen, [3], "a red square").images[0].tobytes() == draw(gen, [3], "red square").images[0].tobytes()
+    assert without_articles("The cat in a hat") == "cat in hat"
+    assert without_articles("letter a") == "letter a" and without_articles("the") == "the"
+
+
 def test_tokenizer_lowercases_and_knows_unknown_words():
     vocab = CaptionTokenizer.build(["red heart, heart", "Flag of Japan, JP"])
     assert vocab[:3] == ["<pad>", "<unk>", "<start>"] and vocab[3] == "heart"
