@@ -19,14 +19,14 @@ minibatch-std channel is added (it lets D notice a generator that draws one
 image over and over); the whole 4x4 map, flattened, is phi(x) (not its sum
 over space: D must judge the layout, not only patches); the score is
     psi(phi(x)) + <embed(y), phi(x)>
-i.e. "is this a real image" plus "is it a real image of class y".
+i.e. "is this a real image" plus "is it a real image of class y". Every layer
+is spectrally normalised, which keeps D's gradients tame without a penalty term.
 
 Colour (config n_colours > 0): the image's dominant colour c (one of
 `COLOURS`, see `dominant_colours`) conditions both networks too: in G its
 embedding is added to the class's (zero at first, so a model trained without
 colour can be trained further with it) and it shifts each batch norm's gamma
-and beta; D adds <embed_c(c), phi(x)>. So "a red heart" can be asked for. Every layer
-is spectrally normalised, which keeps D's gradients tame without a penalty term.
+and beta; D adds <embed_c(c), phi(x)>. So "a red heart" can be asked for.
 
 Sizes at image_size 64, width 32, z_dim 128, 98 classes: G 4x4 (256 ch) -> 8
 (128) -> 16 (64) -> 32 (32) -> 64 (RGB), about 1.55M parameters (1.05M of
@@ -119,8 +119,8 @@ def dominant_colours(x: torch.Tensor) -> torch.Tensor:
     """
     rgb = ((x.float() + 1) / 2).clamp(0, 1).flatten(2).transpose(1, 2)  # (B, S*S, 3)
     foreground = rgb.amin(dim=2) < 0.9  # (B, S*S)
-    votes = F.one_hot(pixel_colours(rgb), len(COLOURS)) * foreground[..., None]  # (B, S*S, K)
-    colours = votes.sum(dim=1).argmax(dim=1)  # (B,)
+    votes = rgb.new_zeros(len(rgb), len(COLOURS)).scatter_add_(1, pixel_colours(rgb), foreground.float())
+    colours = votes.argmax(dim=1)  # (B,), from votes (B, K)
     return torch.where(foreground.float().mean(dim=1) < 0.02, WHITE, colours)
 
 

@@ -114,10 +114,8 @@ class GANTrainable:
         self.modules = {"G": self.G, "D": self.D, "G_ema": self.G_ema}
         self.optimizers = {"G": self.opt_G, "D": self.opt_D}
         self.batch_size = train_config.batch_size
-        colours = torch.cat([dominant_colours(dataset.images[i:i + 256])
-                             for i in range(0, len(dataset), 256)])  # (N,)
         self.index = PromptIndex.build(dataset.captions, dataset.sublabels.tolist(),
-                                       len(dataset.sublabel_names), colours.tolist())
+                                       len(dataset.sublabel_names), dominant_colours(dataset.images).tolist())
 
     def _d_input(self, x: torch.Tensor) -> torch.Tensor:
         return augment(x, self.train_config.augment, self.train_config.shift)
