@@ -139,8 +139,9 @@ def colour_adherence(gen, data, n_prompts: int = 48, **kw) -> dict:
     real = dominant_colours(data.images).tolist()
     for i, caption in enumerate(data.captions):
         name = caption.split(",")[0]
-        if name not in named and colour_in(name) is not None and colour_in(name) == real[i]:
-            named[name] = colour_in(name)
+        asked = colour_in(name)  # None for a name without a colour word: never equal to real[i]
+        if name not in named and asked == real[i]:
+            named[name] = asked
     prompts = random.Random(0).sample(sorted(named), min(n_prompts, len(named)))
     images = [im for j, p in enumerate(prompts) for im in generate(gen, p, [2000 + j], **kw)]
     drawn = dominant_colours(as_tensor(images)).tolist()
