@@ -327,12 +327,14 @@ LIMITS = {
     ),
     "emoji-gan": (
         "Trained on a CPU for the time above, it draws the roughest shapes of the three, "
-        "but in the colours asked for: a red heart is a red heart shape, a green apple a "
-        "green fruit blob, a smiling face a yellow face; before it learned colours (its first "
-        "80 epochs) a red heart could come out blue. Hearts, faces and flags take their "
-        "shapes; animals, food and objects are blobs of the right colours. Its diversity "
-        "ratio above 1 partly measures artefacts, not a variety of objects. Use it for speed "
-        "(hundreds of images a second on a CPU); `--init emoji-gan` trains it further on a GPU."
+        "but mostly in the colours asked for: a red heart is a red heart shape, a green apple a "
+        "green fruit blob, a smiling face a yellow face with eyes and mouth; before it learned "
+        "colours (its first 80 epochs) a red heart could come out blue. Hearts, faces and flags "
+        "take their shapes; animals, food and objects are rough blobs of the right colours "
+        "(it is conditioned on the subcategory, so \"cat\" asks for an orange mammal, not a cat "
+        "in particular). Its diversity ratio near 1 partly measures artefacts, not a variety of "
+        "objects. Use it for speed (dozens to hundreds of images a second on a CPU); "
+        "`--init emoji-gan` trains it further on a GPU."
     ),
     "emoji-vae": (
         "Blurry, as VAEs are: hearts, smiling faces and flags read at a glance; animals, food "
