@@ -63,6 +63,7 @@ class Batch:
     captions: list[str]
     labels: torch.Tensor  # (B,) coarse labels (emoji category)
     sublabels: torch.Tensor  # (B,) fine labels (emoji subcategory)
+    indices: torch.Tensor  # (B,) the images' places in the dataset, on the CPU (for per-image tables)
 
 
 class Trainable(Protocol):
@@ -295,6 +296,7 @@ def train(
                 captions=[dataset.captions[i] for i in idx.tolist()],
                 labels=dataset.labels[idx].to(device),
                 sublabels=dataset.sublabels[idx].to(device),
+                indices=idx,
             )
             metrics = trainable.train_step(batch)
             step += 1

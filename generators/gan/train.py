@@ -3,7 +3,8 @@
     trainable = make_trainable(dataset, device=device, seed=0, options={"width": 16})
 
 One step, on a batch of real images x with their sublabels y and dominant
-colours c (`dominant_colours`, computed from the pixels; the condition is the
+colours c (`dominant_colours`, computed once from the pixels of the whole
+data set at start-up and looked up by the batch's indices; the condition is the
 pair y, c, written y below):
 
 1. Discriminator: fake = G(z, y) for fresh z; real and fake images alike
@@ -114,8 +115,9 @@ class GANTrainable:
         self.modules = {"G": self.G, "D": self.D, "G_ema": self.G_ema}
         self.optimizers = {"G": self.opt_G, "D": self.opt_D}
         self.batch_size = train_config.batch_size
+        self.colours = dominant_colours(dataset.images)  # (N,): each training image's colour
         self.index = PromptIndex.build(dataset.captions, dataset.sublabels.tolist(),
-                                       len(dataset.sublabel_names), dominant_colours(dataset.images).tolist())
+                                       len(dataset.sublabel_names), self.colours.tolist())
 
     def _d_input(self, x: torch.Tensor) -> torch.Tensor:
         return augment(x, self.train_config.augment, self.train_config.shift)
@@ -132,7 +134,7 @@ class GANTrainable:
 
     def train_step(self, batch: Batch) -> dict[str, float]:
         x, y = batch.images, batch.sublabels  # (B, 3, S, S), (B,)
-        c = dominant_colours(x)  # (B,)
+        c = self.colours[batch.indices].to(self.device)  # (B,)
         b = x.shape[0]
         # 1. Discriminator: hinge loss on augmented real and fake images.
         with torch.no_grad():
