@@ -40,9 +40,11 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+# Articles: people write them, emoji captions have none.
+ARTICLES = frozenset({"a", "an", "the"})
 # Words that say nothing about which emoji is meant.
-STOP_WORDS = frozenset(
-    "a an the of with and or in on at to for by from as is are be this that it its "
+STOP_WORDS = ARTICLES | frozenset(
+    "of with and or in on at to for by from as is are be this that it its "
     "my your some very please make draw picture image emoji icon style".split()
 )
 # Added to each label's caption count when a word's share of a label is taken,

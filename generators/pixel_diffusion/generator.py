@@ -29,6 +29,7 @@ import torch
 from PIL import Image
 
 from generators.base import GenerationRequest, GenerationResult, Generator, ProgressCallback
+from generators.captions import ARTICLES
 from generators.datasets import to_image, to_tensor
 from generators.pixel_diffusion.model import PixelDiffusion, PixelDiffusionConfig
 from generators.pixel_diffusion.sampling import NoiseSchedule, ddim_sample, encode_captions
@@ -49,7 +50,7 @@ def without_articles(prompt: str) -> str:
     """
     words = prompt.split()
     kept = [w for i, w in enumerate(words)
-            if w.lower() not in ("an", "the") and (w.lower() != "a" or i == len(words) - 1)]
+            if w.lower() not in ARTICLES or (w.lower() == "a" and i == len(words) - 1)]
     return " ".join(kept) if kept else prompt
 
 
