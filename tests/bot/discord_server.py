@@ -14,8 +14,8 @@ on 127.0.0.1.  It emulates what a slash-command bot touches:
 * Discord's rules: acknowledgement within 3 s (10062), only once (40060), followups only
   after the acknowledgement (10015), tokens expire after 15 minutes (10015), bot-token
   authorization (401), permissions for channel sends, 429s on demand.
-* Every request body is checked against Discord's own OpenAPI description
-  (``shared/discord-api/openapi.json``) and so are the bodies this fake answers with.  A
+* Every request body is checked against Discord's own OpenAPI description (vendored in
+  ``tests/bot/discord-api/openapi.json``) and so are the bodies this fake answers with.  A
   violation gets Discord's 400 answer and lands in ``server.protocol_errors``; call
   ``server.assert_clean()`` at the end of a test.
 
@@ -109,13 +109,21 @@ _DOC_URI = "urn:discord-openapi"
 
 
 def _find_openapi() -> Path:
-    here = Path(__file__).resolve()
-    candidates = [os.environ.get("ARTBOT_DISCORD_OPENAPI"), here.parent / "discord-openapi.json",
-                  here.parents[3] / "shared" / "discord-api" / "openapi.json"]
-    for c in candidates:
-        if c and Path(c).is_file():
-            return Path(c)
-    raise FileNotFoundError("Discord's openapi.json not found; set ARTBOT_DISCORD_OPENAPI to its path")
+    """The vendored copy in ``tests/bot/discord-api/`` (see its README.md).
+
+    ``$ARTBOT_DISCORD_OPENAPI`` names another copy, for example a newer one under test;
+    nothing outside the repository is read otherwise.
+    """
+    override = os.environ.get("ARTBOT_DISCORD_OPENAPI")
+    if override:
+        path = Path(override)
+        if not path.is_file():
+            raise FileNotFoundError(f"ARTBOT_DISCORD_OPENAPI={override!r} is not a file")
+        return path
+    path = Path(__file__).resolve().parent / "discord-api" / "openapi.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"Discord's openapi.json is missing from the repository: {path}")
+    return path
 
 
 class OpenAPI:

@@ -1,3 +1,0 @@
-from artbot.cli import main
-
-raise SystemExit(main())
