@@ -9,11 +9,14 @@
 # ARTBOT_TORCH_SPEC to install another build (for example "torch==2.13.0" on a
 # CUDA machine, where PyPI's default build is the CUDA one) and
 # ARTBOT_TORCH_INDEX to an extra package index that holds it.
+#
+# Everything else is installed at the exact versions in constraints.txt, the
+# set the tests last passed with; scripts/lock.sh regenerates it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
-"$PYTHON" -c 'import sys; assert sys.version_info >= (3, 10), "artbot needs Python 3.10 or newer"'
+"$PYTHON" -c 'import sys; assert sys.version_info >= (3, 11), "artbot needs Python 3.11 or newer"'
 
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
@@ -27,10 +30,11 @@ if [ -n "${ARTBOT_TORCH_INDEX:-}" ]; then
 fi
 if ! .venv/bin/python -c 'import torch' 2>/dev/null; then
     echo "setup: installing $TORCH_SPEC"
-    .venv/bin/python -m pip install "${pip_args[@]}" "$TORCH_SPEC"
+    # -c: torch's own dependencies (sympy, networkx, ...) get their pinned versions.
+    .venv/bin/python -m pip install "${pip_args[@]}" -c constraints.txt "$TORCH_SPEC"
 fi
 
-echo "setup: installing artbot and its dependencies"
-.venv/bin/python -m pip install --quiet -e '.[test]'
+echo "setup: installing artbot and its dependencies (versions from constraints.txt)"
+.venv/bin/python -m pip install --quiet -c constraints.txt -e '.[test]'
 .venv/bin/artbot --version
 echo "setup: done. Try: .venv/bin/artbot --help"
