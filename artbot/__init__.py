@@ -1,9 +1,9 @@
 """artbot: a self-hosted Discord bot for AI art.
 
-This package holds what every layer shares and nothing heavy: the settings
-object (`artbot.config`), the user-facing error type (`artbot.errors`) and the
-command line (`artbot.cli`). It imports neither torch nor discord at import
-time.
+This package is the bottom layer, what every other one shares and nothing
+heavy: the settings object (`artbot.config`) and the user-facing error types
+(`artbot.errors`). It imports nothing else of artbot's, and neither torch nor
+discord. The command line is the top layer, in `cli/`.
 """
 
 __version__ = "0.1.0"

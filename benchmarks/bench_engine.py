@@ -35,9 +35,9 @@ from artbot.config import Settings  # noqa: E402
 from generators.base import GenerationResult, Generator  # noqa: E402
 from generators.diffusion.tiny import build_tiny_pipeline  # noqa: E402
 from storage.images import ImageStore  # noqa: E402
-from worker.jobs import build_draw  # noqa: E402
-from worker.policy import Requester, change_setting  # noqa: E402
+from worker.policy import Requester  # noqa: E402
 from worker.queue import LocalJobQueue  # noqa: E402
+from worker.requests import build_draw  # noqa: E402
 from worker.runner import Worker  # noqa: E402
 
 
@@ -105,7 +105,7 @@ async def throughput(data: Path, n_jobs: int):
     worker = Worker(queue, ImageStore(settings.image_dir), settings,
                     loader=lambda family, model, device, dtype: gen)
     spec = build_draw(settings, prompt="nothing", model="nowork", size="8x8", steps=1, seed=1)
-    spec.generator = "nowork"
+    spec.family = "nowork"
     users = [f"user{i}" for i in range(10)]
     t0 = time.perf_counter()
     for i in range(n_jobs):
@@ -131,8 +131,7 @@ async def gate_cost(data: Path, n_jobs: int, block: int = 100):
              "blocklist": ", ".join([f"word{i}" for i in range(180)] + [f"stem{i}*" for i in range(10)]
                                     + [f"/re{i}[a-z]+x/" for i in range(10)])}
     for key, value in rules.items():
-        await queue.run(lambda s, k=key, v=value: change_setting(
-            s.settings, settings, guild, k, v, actor="bench", via="cli"))
+        await queue.change_setting(settings, guild, key, value, actor="bench", via="cli")
     spec = build_draw(settings, prompt="a red fox in the snow, oil painting", model="nowork",
                       size="8x8", steps=1, seed=1)
     plain_t = ruled_t = 0.0

@@ -1,10 +1,16 @@
 """The Discord front door (discord.py). No torch here.
 
-- `bot.client`: the `ArtBot` (a `commands.Bot`), startup, reactions, the error sink.
-- `bot.commands`: the slash commands (/draw, /vary, /history, /job, /queue, /help).
-- `bot.views`: buttons and dialogs; each button's state lives in its custom id,
-  so buttons keep working after restarts.
-- `bot.delivery`: a job's life on Discord: queue position, progress, the result.
-- `bot.render`: what a job looks like as a message (text, embed, image, grid).
-- `bot.i18n`: English and Simplified Chinese.
+Bottom to top (no module imports one above it):
+
+- `bot.i18n`: English and Simplified Chinese; `bot.render`: what a job looks
+  like as a message (text, embed, image, grid); `bot.errors`: the one error
+  sink; `bot.permissions`: admins and moderators;
+- `bot.client`: the `ArtBot`: lifecycle and the services it is handed (queue,
+  image store, settings); it loads the features below as extensions;
+- `bot.posting`: queueing a job for a member and posting its first message;
+- the extensions, each with `async def setup(bot)`: `bot.results` (buttons,
+  the remix dialog, reactions), `bot.delivery` (progress, then the result),
+  `bot.drawing` (/draw, /vary), `bot.styles` (/stylize, /preset),
+  `bot.history` (/history, /job, /queue, /help), `bot.admin` (/settings,
+  /quota, /stats).
 """

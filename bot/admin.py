@@ -1,27 +1,29 @@
 """Server rules on Discord: /settings and /stats for admins, /quota for everyone.
 
-What the rules mean lives in `worker.policy`; these commands only read and
-write them. /settings and /stats are hidden from members without Manage Server
-by Discord's default permissions, but a server can change those, and a crafted
-interaction skips them: so every call checks the permission here too, before
+What the rules mean lives in `worker.policy` and `worker.server_settings`;
+these commands only read and write them through the queue. /settings and
+/stats are hidden from members without Manage Server by Discord's default
+permissions, but a server can change those, and a crafted interaction skips
+them: so every call checks the permission here too (`bot.permissions`), before
 anything is read or written.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: discord.py reads the option types
+# from the annotations.
 import time
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import Any, Optional
 
 import discord
 from discord import app_commands
 from discord.app_commands import locale_str as _
 
 from bot import render
+from bot.client import ArtBot
 from bot.i18n import t
-from worker.policy import KEYS, Policy, change_setting, day_start, format_value, quota_status
-
-if TYPE_CHECKING:  # pragma: no cover
-    from bot.client import ArtBot
+from bot.permissions import require_manage_server
+from worker.gate import day_start
+from worker.policy import Policy
+from worker.server_settings import KEYS, format_value
 
 WEEK = 7 * 86_400
 KEY_CHOICES = [app_commands.Choice(name=name, value=name) for name in KEYS]
@@ -33,6 +35,16 @@ def _cut(text: str, n: int) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
+def shown_value(name: str, value: Any) -> str:
+    """A setting's value as /settings shows it: channels and roles as mentions."""
+    kind = KEYS[name].kind
+    if kind == "channels" and value:
+        return ", ".join(f"<#{c}>" for c in value)
+    if kind == "tiers" and value:
+        return ", ".join(f"<@&{r}>={q}" for r, q in value.items())
+    return format_value(name, value)
+
+
 def settings_embed(policy: Policy, overrides: dict[str, dict], locale, *, title: str,
                    channel_id: int | None) -> discord.Embed:
     """Every rule with its value and where it comes from (default, server, channel)."""
@@ -40,12 +52,12 @@ def settings_embed(policy: Policy, overrides: dict[str, dict], locale, *, title:
     lines = []
     for name in KEYS:
         source = policy.source(name)
-        value = _cut(format_value(name, policy[name]), 200)
+        value = _cut(shown_value(name, policy[name]), 200)
         mark = "" if source == "default" else f" · *{source}*"
         lines.append(f"**{name}**: {value}{mark}")
     embed.description = _cut("\n".join(lines), 4000)
     if overrides and not channel_id:
-        shown = [f"<#{c}>: " + ", ".join(f"{k}={_cut(format_value(k, v), 60)}"
+        shown = [f"<#{c}>: " + ", ".join(f"{k}={_cut(shown_value(k, v), 60)}"
                                          for k, v in values.items())
                  for c, values in overrides.items()]
         embed.add_field(name=t("settings_overrides", locale), value=_cut("\n".join(shown), 1024),
@@ -54,7 +66,7 @@ def settings_embed(policy: Policy, overrides: dict[str, dict], locale, *, title:
     return embed
 
 
-def register_admin_commands(bot: "ArtBot", require_manage_server: Callable) -> None:
+async def setup(bot: ArtBot) -> None:
     tree = bot.tree
     settings = bot.settings
 
@@ -66,18 +78,18 @@ def register_admin_commands(bot: "ArtBot", require_manage_server: Callable) -> N
         require_manage_server(interaction)  # before anything is read or written
         server = str(interaction.guild_id)
         channel_id = str(channel.id) if channel is not None else None
-        changed = await bot.queue.run(lambda s: change_setting(
-            s.settings, settings, server, key, text, actor=str(interaction.user.id), via="discord",
-            channel_id=channel_id))
+        changed = await bot.queue.change_setting(settings, server, key, text,
+                                                 actor=str(interaction.user.id), via="discord",
+                                                 channel_id=channel_id)
         policy = await bot.rules(interaction.guild_id, channel.id if channel else None)
         if changed is None:
             answer = t("settings_unchanged", interaction.locale, name=key,
-                       value=format_value(key, policy[key]))
+                       value=shown_value(key, policy[key]))
         else:
             old, _new = changed
-            old_text = "default" if old is None else format_value(key, old)
+            old_text = "default" if old is None else shown_value(key, old)
             answer = t("settings_changed", interaction.locale, name=key, old=_cut(old_text, 800),
-                       new=_cut(format_value(key, policy[key]), 800))
+                       new=_cut(shown_value(key, policy[key]), 800))
             if channel is not None:
                 answer += f" ({channel.mention})"
         await interaction.response.send_message(answer, ephemeral=True)
@@ -90,7 +102,7 @@ def register_admin_commands(bot: "ArtBot", require_manage_server: Callable) -> N
         require_manage_server(interaction)
         policy = await bot.rules(interaction.guild_id, channel.id if channel else None)
         server = str(interaction.guild_id)
-        overrides = await bot.queue.run(lambda s: s.settings.channel_overrides(server))
+        overrides = await bot.queue.channel_overrides(server)
         title = (t("settings_channel_title", interaction.locale, channel=f"#{channel.name}") if channel
                  else t("settings_title", interaction.locale, server=interaction.guild.name
                         if interaction.guild else server))
@@ -128,11 +140,11 @@ def register_admin_commands(bot: "ArtBot", require_manage_server: Callable) -> N
     async def audit(interaction: discord.Interaction) -> None:
         require_manage_server(interaction)
         server = str(interaction.guild_id)
-        entries = await bot.queue.run(lambda s: s.settings.audit(server, limit=15))
+        entries = await bot.queue.audit(server, limit=15)
         lines = []
         for e in entries:
             def shown(v):
-                return "default" if v is None else _cut(format_value(e.key, v), 80)
+                return "default" if v is None else _cut(shown_value(e.key, v), 80)
             where = f" in <#{e.channel_id}>" if e.channel_id else ""
             actor = f"<@{e.actor}>" if e.actor.isdigit() else f"`{e.actor}`"
             lines.append(f"<t:{int(e.created_at)}:R> {actor} ({e.via}) **{e.key}**{where}: "
@@ -150,7 +162,7 @@ def register_admin_commands(bot: "ArtBot", require_manage_server: Callable) -> N
     async def quota(interaction: discord.Interaction) -> None:
         locale = interaction.locale
         requester = bot.requester_of(interaction)
-        status = await bot.queue.run(lambda s: quota_status(s, settings, requester, time.time()))
+        status = await bot.queue.quota_status(settings, requester, time.time())
         when = f"<t:{int(status.resets_at)}:R>"
         if status.quota is None:
             lines = [t("quota_unlimited", locale, used=status.used)]
@@ -171,8 +183,8 @@ def register_admin_commands(bot: "ArtBot", require_manage_server: Callable) -> N
         locale = interaction.locale
         server = str(interaction.guild_id)
         now = time.time()
-        data = await bot.queue.run(lambda s: s.server_stats(
-            server, day_start=day_start(now), week_start=now - WEEK))
+        data = await bot.queue.server_stats(server, day_start=day_start(now),
+                                            week_start=now - WEEK)
         embed = discord.Embed(title=t("stats_title", locale, server=interaction.guild.name
                                       if interaction.guild else server),
                               colour=discord.Colour.blurple())

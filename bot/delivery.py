@@ -14,6 +14,10 @@ Rules it keeps:
   sent to the channel as a new message that mentions the user instead.
 - The final state is shown exactly once (`jobs.delivered_at`); jobs that
   finished while the bot was down are delivered when it starts.
+
+It is an extension: `setup` adds the `Deliveries` cog, which starts `Delivery`
+when it loads, stops it when it unloads, and hears `job_posted` (dispatched by
+`bot.posting` once a job's first message exists).
 """
 
 from __future__ import annotations
@@ -22,18 +26,17 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import discord
+from discord.ext import commands
 
 from bot import render
+from bot.client import ArtBot
 from bot.i18n import t
-from bot.views import result_view
+from bot.results import result_view
 from storage.jobs import Job, JobStatus
 from worker.queue import JobEvent
-
-if TYPE_CHECKING:  # pragma: no cover
-    from bot.client import ArtBot
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +54,7 @@ class _MessageState:
 
 
 class Delivery:
-    def __init__(self, bot: "ArtBot", *, edit_interval: float = EDIT_INTERVAL,
+    def __init__(self, bot: ArtBot, *, edit_interval: float = EDIT_INTERVAL,
                  late_after: float = LATE_AFTER):
         self.bot = bot
         self.queue = bot.queue
@@ -79,7 +82,7 @@ class Delivery:
 
     async def catch_up(self) -> None:
         """Show the final state of jobs that finished while nobody was listening."""
-        for job in await self.queue.run(lambda s: s.undelivered("discord")):
+        for job in await self.queue.undelivered("discord"):
             if job.message_id is not None:
                 self._schedule(job.id, {"final": True})
         self._schedule_refresh()
@@ -192,7 +195,7 @@ class Delivery:
             make = lambda: dict(content=render.failure_text(job), embed=None,  # noqa: E731
                                 attachments=[], view=None)
         await self._edit(job, final=True, make=make)
-        await self.queue.run(lambda s: s.mark_delivered(job.id))
+        await self.queue.mark_delivered(job.id)
 
     def _token_fresh(self, job: Job) -> bool:
         return bool(job.interaction_token) and (
@@ -203,9 +206,9 @@ class Delivery:
         """Edit the job's message; for a late final result, post to the channel instead."""
         if make is None:
             make = lambda: dict(content=content)  # noqa: E731
-        link = await self.queue.run(lambda s: s.message_link(job.message_id))
-        via = link["via"] if link else "interaction"
-        channel_id = int(link["channel_id"] if link else job.channel_id)
+        link = await self.queue.message_link(job.message_id)
+        via = link.via if link else "interaction"
+        channel_id = int(link.channel_id if link else job.channel_id)
 
         if via == "interaction" and self._token_fresh(job):
             webhook = discord.Webhook.partial(self.bot.application_id, job.interaction_token,
@@ -236,9 +239,31 @@ class Delivery:
             allowed_mentions=discord.AllowedMentions(users=True, roles=False, everyone=False),
             **{k: v for k, v in kwargs.items() if v is not None},
         )
-        await self.queue.run(lambda s: s.link_message(
-            job.id, str(message.id), str(channel_id), guild_id=job.server_id, via="channel"))
+        await self.queue.link_message(job.id, str(message.id), str(channel_id),
+                                      guild_id=job.server_id, via="channel")
         return True
 
 
 _NO_PINGS = discord.AllowedMentions.none()
+
+
+class Deliveries(commands.Cog):
+    """Runs `Delivery` while the extension is loaded."""
+
+    def __init__(self, bot: ArtBot):
+        self.delivery = Delivery(bot)
+
+    async def cog_load(self) -> None:
+        self.delivery.start()
+        await self.delivery.catch_up()
+
+    async def cog_unload(self) -> None:
+        await self.delivery.close()
+
+    @commands.Cog.listener()
+    async def on_job_posted(self, job_id: int, position: int | None) -> None:
+        self.delivery.track(job_id, position)
+
+
+async def setup(bot: ArtBot) -> None:
+    await bot.add_cog(Deliveries(bot))

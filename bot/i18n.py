@@ -166,25 +166,26 @@ MESSAGES: dict[str, dict[str, str]] = {
     "queue_line_running": {"en": "Job {job}: running, {progress}", "zh": "任务 {job}：运行中，{progress}"},
     "step_of": {"en": "step {step} of {total}", "zh": "第 {step}/{total} 步"},
     "nothing_running": {"en": "Nothing is running.", "zh": "当前没有任务在运行。"},
-    # Refusals by the server's rules (worker.policy): {when} is a Discord timestamp.
-    "policy_quota": {
+    # Refusals by the server's rules (worker.policy, worker.gate), under their Refusal key;
+    # {when} is a Discord timestamp.
+    "quota": {
         "en": "You have used your {images} for today; the quota resets {when}.",
         "zh": "你今天的 {quota} 张图片额度已用完，额度将于 {when} 重置。",
     },
-    "policy_quota_partial": {
+    "quota_partial": {
         "en": "You have {left} of your {images} left today; ask for {left} or fewer, "
               "or wait until the quota resets {when}.",
         "zh": "你今天的 {quota} 张额度还剩 {left} 张；请最多要 {left} 张，或等额度于 {when} 重置。",
     },
-    "policy_cooldown": {"en": "Slow down: you can ask again {when}.", "zh": "请稍等：{when} 后可以再次请求。"},
-    "policy_blocked": {"en": "This server does not allow that prompt.", "zh": "本服务器不允许这个提示词。"},
-    "policy_channel": {"en": "I only draw in {channels} on this server.", "zh": "在本服务器我只在 {channels} 画图。"},
-    "policy_model": {
+    "cooldown": {"en": "Slow down: you can ask again {when}.", "zh": "请稍等：{when} 后可以再次请求。"},
+    "blocked": {"en": "This server does not allow that prompt.", "zh": "本服务器不允许这个提示词。"},
+    "channel": {"en": "I only draw in {channels} on this server.", "zh": "在本服务器我只在 {channels} 画图。"},
+    "model": {
         "en": "The model {model} is not allowed here; allowed: {allowed}.",
         "zh": "这里不允许使用模型 {model}；允许的模型：{allowed}。",
     },
-    "policy_family": {"en": "{family} models are not allowed here.", "zh": "这里不允许使用 {family} 类模型。"},
-    "policy_limit": {"en": "This server allows at most {limit} {what}.", "zh": "本服务器最多允许 {limit}（{what}）。"},
+    "family": {"en": "{family} models are not allowed here.", "zh": "这里不允许使用 {family} 类模型。"},
+    "limit": {"en": "This server allows at most {limit} {what}.", "zh": "本服务器最多允许 {limit}（{what}）。"},
     "settings_title": {"en": "artbot rules of {server}", "zh": "{server} 的 artbot 规则"},
     "settings_channel_title": {"en": "artbot rules in {channel}", "zh": "{channel} 中的 artbot 规则"},
     "settings_changed": {"en": "{name}: {old} → {new}", "zh": "{name}：{old} → {new}"},

@@ -1,29 +1,45 @@
-"""Buttons and the remix dialog.
+"""What can be done with a result: its buttons, the remix dialog and reactions.
 
 Every button is a `DynamicItem` whose custom id carries what it acts on
-(`ab:reroll:42`, `ab:v:42:2`, `ab:hist:<viewer>:<target>:<page>`), and the
-database knows the rest, so a button works after a restart and days later.
-The callbacks only route to `ArtBot` methods, which hold the meaning.
+(`ab:reroll:42`, `ab:v:42:2`), and the database knows the rest, so a button
+works after a restart and days later. A reaction means exactly what the button
+of the same emoji means: both call the actions below.
+
+    reroll: same request, new seeds     vs / vS: vary subtle / strong
+    remix: edit the prompt, then run    del: delete the message
+    v: vary image N of a grid           u: show image N of a grid on its own
 """
 
 from __future__ import annotations
 
+import logging
 import re
-from typing import TYPE_CHECKING
 
 import discord
+from discord.ext import commands
 
+from bot import errors, render
+from bot.client import ArtBot
+from bot.errors import refuse
 from bot.i18n import t
+from bot.permissions import is_moderator
+from bot.posting import (
+    job_in_guild,
+    submit_from_interaction,
+    submit_from_reaction,
+    variation_spec,
+)
 from storage.jobs import Job
+from worker.requests import build_reroll
 
-if TYPE_CHECKING:  # pragma: no cover
-    from bot.client import ArtBot
+log = logging.getLogger(__name__)
 
-# Result buttons: action, job id and (for V/U and one-image results) an image index.
-#   reroll: same prompt, new seed      vs / vS: vary subtle / strong
-#   remix: edit the prompt, then run   del: delete the message
-#   v: vary image N of a grid          u: show image N of a grid on its own
 RESULT_TEMPLATE = r"ab:(?P<action>reroll|vs|vS|remix|del|v|u):(?P<job>\d+)(?::(?P<idx>\d))?"
+# Reactions on a result and what they do. (U+FE0F, the emoji variation selector, is ignored.)
+REACTIONS = {"🔁": "reroll", "🎲": "vary", "🗑": "delete"}
+
+
+# -- the buttons ----------------------------------------------------------------------
 
 
 class ResultButton(discord.ui.DynamicItem[discord.ui.Button], template=RESULT_TEMPLATE):
@@ -42,40 +58,17 @@ class ResultButton(discord.ui.DynamicItem[discord.ui.Button], template=RESULT_TE
         return cls(match["action"], int(match["job"]), int(idx) if idx is not None else None)
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        bot: ArtBot = interaction.client  # type: ignore[assignment]
         try:
-            await bot.press_result_button(interaction, self.action, self.job_id, self.idx)
+            await press(interaction.client, interaction, self.action, self.job_id, self.idx)
         except Exception as exc:  # noqa: BLE001 - one sink for every error
-            await bot.report_error(interaction, exc)
-
-
-class HistoryPageButton(discord.ui.DynamicItem[discord.ui.Button],
-                        template=r"ab:hist:(?P<viewer>\d+):(?P<target>\d+):(?P<page>\d+)"):
-    def __init__(self, viewer: int, target: int, page: int, *, label: str, emoji: str,
-                 disabled: bool = False):
-        super().__init__(discord.ui.Button(label=label, emoji=emoji, disabled=disabled,
-                                           custom_id=f"ab:hist:{viewer}:{target}:{page}"))
-        self.viewer, self.target, self.page = viewer, target, page
-
-    @classmethod
-    async def from_custom_id(cls, interaction, item, match) -> "HistoryPageButton":
-        return cls(int(match["viewer"]), int(match["target"]), int(match["page"]),
-                   label=item.label or "", emoji=str(item.emoji or ""))
-
-    async def callback(self, interaction: discord.Interaction) -> None:
-        bot: ArtBot = interaction.client  # type: ignore[assignment]
-        try:
-            await bot.show_history(interaction, self.target, self.page, edit=True,
-                                   viewer=self.viewer)
-        except Exception as exc:  # noqa: BLE001
-            await bot.report_error(interaction, exc)
+            await errors.report(interaction, exc)
 
 
 def result_view(job: Job, count: int, *, picked: int | None = None) -> discord.ui.View:
     """The buttons under a result: one image (or one picked from a grid), or a grid."""
     loc = job.locale
     view = discord.ui.View(timeout=None)
-    if job.kind == "stylize" and job.generator == "style":
+    if job.kind == "stylize" and job.family == "style":
         # The same inputs give the same picture again: only Delete makes sense.
         view.add_item(ResultButton("del", job.id, label=t("button_delete", loc), emoji="🗑️",
                                    style=discord.ButtonStyle.danger))
@@ -114,7 +107,125 @@ class RemixModal(discord.ui.Modal):
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
         bot: ArtBot = interaction.client  # type: ignore[assignment]
+        settings = await bot.settings_for(interaction)
+        await submit_from_interaction(bot, interaction,
+                                      build_reroll(settings, self.job, prompt=self.prompt.value))
+
+    async def on_error(self, interaction: discord.Interaction, error: Exception) -> None:
+        await errors.report(interaction, error)
+
+
+# -- what they do -------------------------------------------------------------------------
+
+
+async def press(bot: ArtBot, interaction: discord.Interaction, action: str, job_id: int,
+                idx: int | None) -> None:
+    job = await job_in_guild(bot, job_id, interaction.guild_id)
+    if action == "reroll":
+        settings = await bot.settings_for(interaction)
+        await submit_from_interaction(bot, interaction, build_reroll(settings, job))
+    elif action in ("vs", "vS", "v"):
+        if idx is None and interaction.message is not None:
+            link = await bot.queue.message_link(str(interaction.message.id))
+            idx = link.image_idx if link else None
+        strength = "subtle" if action == "vs" else "strong"
+        settings = await bot.settings_for(interaction)
+        await submit_from_interaction(
+            bot, interaction, await variation_spec(bot, settings, job, idx, strength))
+    elif action == "u":
+        await send_result(bot, interaction, job, only=idx or 0)
+    elif action == "remix":
+        await interaction.response.send_modal(RemixModal(job, interaction.locale))
+    elif action == "del":
+        await delete_result(bot, interaction, job)
+
+
+async def send_result(bot: ArtBot, interaction: discord.Interaction, job: Job,
+                      only: int | None = None) -> None:
+    """Answer with a finished job's image(s) and working buttons (/job, U1-U4).
+
+    The message is linked to the job, so reactions on it work too; `only`
+    shows one image of a grid on its own.
+    """
+    images = await bot.queue.images(job.id)
+    if only is not None and not 0 <= only < len(images):
+        raise refuse("job_not_image", job=job.id)
+    shown = images if only is None else [images[only]]
+    name = f"artbot-{job.id}.png" if only is None else f"artbot-{job.id}-{only + 1}.png"
+    await interaction.response.send_message(
+        content=render.result_content(job),
+        embed=render.result_embed(job, shown, name),
+        file=render.result_file(job, images, bot.images.root, only=only),
+        view=result_view(job, len(images), picked=only),
+        allowed_mentions=discord.AllowedMentions.none(),
+    )
+    message = await interaction.original_response()
+    await bot.queue.link_message(job.id, str(message.id), str(interaction.channel_id),
+                                 guild_id=job.server_id, via="interaction", image_idx=only,
+                                 primary=False)
+
+
+async def may_delete(bot: ArtBot, job: Job, user_id: int,
+                     permissions: discord.Permissions | None, guild_id: int | None) -> bool:
+    """The server's delete_by rule: owner or moderators (default), moderators, or anyone."""
+    policy = await bot.rules(guild_id)
+    return policy.may_delete(is_owner=str(user_id) == job.user_id,
+                             is_mod=is_moderator(permissions))
+
+
+async def delete_result(bot: ArtBot, interaction: discord.Interaction, job: Job) -> None:
+    if not await may_delete(bot, job, interaction.user.id, interaction.permissions,
+                            interaction.guild_id):
+        raise refuse("delete_refused")
+    message = interaction.message
+    await interaction.response.send_message(t("deleted", interaction.locale), ephemeral=True)
+    if message is not None:
+        await message.delete()
+        await bot.queue.forget_message(str(message.id))
+
+
+# -- reactions ------------------------------------------------------------------------------
+
+
+class Reactions(commands.Cog):
+    """🔁 rerolls, 🎲 varies, 🗑️ deletes: the same as the buttons."""
+
+    def __init__(self, bot: ArtBot):
+        self.bot = bot
+
+    @commands.Cog.listener()
+    async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
+        bot = self.bot
+        if bot.user is None or payload.user_id == bot.user.id:
+            return
+        action = REACTIONS.get(str(payload.emoji).replace("\ufe0f", ""))
+        if action is None:
+            return
+        link = await bot.queue.message_link(str(payload.message_id))
+        if link is None:
+            return
+        locale = None
         try:
-            await bot.remix(interaction, self.job, self.prompt.value)
-        except Exception as exc:  # noqa: BLE001
-            await bot.report_error(interaction, exc)
+            job = await job_in_guild(bot, link.job_id, payload.guild_id)
+            locale = job.locale
+            settings = (await bot.rules(payload.guild_id, payload.channel_id)).apply(bot.settings)
+            if action == "reroll":
+                await submit_from_reaction(bot, payload, build_reroll(settings, job), job.locale)
+            elif action == "vary":
+                spec = await variation_spec(bot, settings, job, link.image_idx, "subtle")
+                await submit_from_reaction(bot, payload, spec, job.locale)
+            elif action == "delete":
+                perms = payload.member.guild_permissions if payload.member else None
+                if not await may_delete(bot, job, payload.user_id, perms, payload.guild_id):
+                    log.info("user %s may not delete job %d; reaction ignored", payload.user_id, job.id)
+                    return
+                channel = bot.get_partial_messageable(payload.channel_id, guild_id=payload.guild_id)
+                await channel.get_partial_message(payload.message_id).delete()
+                await bot.queue.forget_message(str(payload.message_id))
+        except Exception as exc:  # noqa: BLE001 - one sink for every error
+            await errors.report_reaction(bot, payload, exc, locale)
+
+
+async def setup(bot: ArtBot) -> None:
+    bot.add_dynamic_items(ResultButton)
+    await bot.add_cog(Reactions(bot))

@@ -1,15 +1,17 @@
-"""Opening the database.
+"""Opening the database, and the small helpers every store in `storage` shares.
 
 One SQLite file under the data directory, in WAL mode so that readers (the
 CLI's `history`, the bot's `/history`) never wait for the worker's writes.
-The connection runs in autocommit mode: every write that must be atomic opens
-its own `BEGIN IMMEDIATE` transaction (see `storage.jobs`).
+The connection runs in autocommit mode: every write that must be atomic runs
+inside `transaction(conn)`, one `BEGIN IMMEDIATE` ... `COMMIT`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from pathlib import Path
+from typing import Any, Iterator, Sequence
 
 import sqlite_utils
 
@@ -33,3 +35,38 @@ def open_db(path: str | Path, *, check_same_thread: bool = True) -> sqlite_utils
     db = sqlite_utils.Database(conn)
     migrate(db)
     return db
+
+
+@contextlib.contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction: `BEGIN IMMEDIATE`, then COMMIT, or ROLLBACK on any error.
+
+    Inside a transaction that is already open (the gate reading settings and
+    usage while the job is inserted), it joins that one instead.
+    """
+    if conn.in_transaction:
+        yield
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def fetch_one(conn: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> dict[str, Any] | None:
+    """The first row of a query as a dict, or None."""
+    cur = conn.execute(sql, params)
+    row = cur.fetchone()
+    if row is None:
+        return None
+    return dict(zip([c[0] for c in cur.description], row))
+
+
+def fetch_all(conn: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    """Every row of a query as a dict."""
+    cur = conn.execute(sql, params)
+    cols = [c[0] for c in cur.description]
+    return [dict(zip(cols, row)) for row in cur.fetchall()]

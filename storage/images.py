@@ -42,6 +42,11 @@ def encode_png(image: Image.Image, text: dict[str, str] | None = None) -> bytes:
     return buf.getvalue()
 
 
+def content_address(data: bytes) -> str:
+    """The name a file's bytes are stored under: their sha256, in hex."""
+    return hashlib.sha256(data).hexdigest()
+
+
 class ImageStore:
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -52,7 +57,7 @@ class ImageStore:
 
     def put_bytes(self, data: bytes, suffix: str = ".png") -> tuple[str, Path]:
         """Store `data` under its sha256; return (sha256, absolute path)."""
-        digest = hashlib.sha256(data).hexdigest()
+        digest = content_address(data)
         target = self.path_for(digest, suffix)
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -33,8 +33,10 @@ from typing import Any, Callable, Iterable, Sequence
 import sqlite_utils
 
 from artbot.errors import QueueFull
+from storage.db import fetch_all, fetch_one, transaction
 from storage.images import StoredImage
-from storage.settings import SettingsStore
+from storage.usage import Usage
+from storage.workers import worker_gone
 
 
 class JobStatus(str, enum.Enum):
@@ -68,7 +70,7 @@ class Job:
     channel_id: str | None
     source: str
     kind: str
-    generator: str
+    family: str  # the generator family: the `generator` column
     model: str
     model_revision: str | None
     params: dict[str, Any]
@@ -97,6 +99,7 @@ class Job:
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> "Job":
         row = dict(row)
+        row["family"] = row.pop("generator")
         row["params"] = json.loads(row["params"])
         row["seeds"] = json.loads(row["seeds"])
         row["status"] = JobStatus(row["status"])
@@ -109,49 +112,24 @@ def this_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class JobStore:
-    """Synchronous access to the jobs tables. One instance per connection."""
+    """The queue's transitions and reads, on one connection (synchronous)."""
 
     def __init__(self, db: sqlite_utils.Database):
         self.db = db
         self.conn = db.conn
-        self.settings = SettingsStore(db)  # per-server settings, on the same connection
 
     # -- transactions -------------------------------------------------------
 
     def _write(self, fn: Callable[[], Any]) -> Any:
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            result = fn()
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
-        return result
+        with transaction(self.conn):
+            return fn()
 
     def _one(self, sql: str, params: Sequence[Any] = ()) -> dict[str, Any] | None:
-        cur = self.conn.execute(sql, params)
-        row = cur.fetchone()
-        if row is None:
-            return None
-        return dict(zip([c[0] for c in cur.description], row))
+        return fetch_one(self.conn, sql, params)
 
     def _all(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        cur = self.conn.execute(sql, params)
-        cols = [c[0] for c in cur.description]
-        return [dict(zip(cols, row)) for row in cur.fetchall()]
+        return fetch_all(self.conn, sql, params)
 
     # -- users and servers --------------------------------------------------
 
@@ -176,7 +154,7 @@ class JobStore:
         *,
         user_id: str,
         kind: str,
-        generator: str,
+        family: str,
         model: str,
         params: dict[str, Any],
         seeds: list[int],
@@ -190,11 +168,11 @@ class JobStore:
         interaction_token: str | None = None,
         interaction_at: float | None = None,
         locale: str | None = None,
-        admit: Callable[["JobStore"], dict[str, Any] | None] | None = None,
+        admit: Callable[[sqlite_utils.Database], dict[str, Any] | None] | None = None,
     ) -> Job:
         """Queue a job. Raises QueueFull if the user has `max_queued` unfinished jobs.
 
-        `admit(store)`, if given, runs inside the same transaction just before
+        `admit(db)`, if given, runs inside the same transaction just before
         the job is inserted: it checks the server's rules against what is in the
         database right now (quota used, last job, queued jobs) and raises a
         UserError to refuse, or returns parameters to add to the job. Nothing
@@ -205,9 +183,9 @@ class JobStore:
         def txn() -> int:
             self._ensure_user(user_id, user_name)
             self._ensure_server(server_id)
-            extra = admit(self) if admit is not None else None
+            extra = admit(self.db) if admit is not None else None
             if max_queued is not None:
-                self.check_pending(user_id, max_queued)
+                check_pending(Usage(self.db), user_id, max_queued)
             job_params = {**params, **extra} if extra else params
             cur = self.conn.execute(
                 """INSERT INTO jobs (user_id, server_id, channel_id, source, kind, generator,
@@ -215,7 +193,7 @@ class JobStore:
                        interaction_token, interaction_at, locale)
                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)""",
                 (
-                    user_id, server_id, channel_id, source, kind, generator, model,
+                    user_id, server_id, channel_id, source, kind, family, model,
                     json.dumps(job_params, sort_keys=True), json.dumps(seeds), batch_key,
                     time.time(), parent_id, interaction_token, interaction_at, locale,
                 ),
@@ -225,88 +203,13 @@ class JobStore:
         job_id = self._write(txn)
         return self.get(job_id)
 
-    # -- what a user has used (quota, cooldown, queue limit) --------------------
-
-    def pending_count(self, user_id: str) -> int:
-        """The user's jobs waiting or running, in every server."""
-        (n,) = self.conn.execute(
-            "SELECT COUNT(*) FROM jobs WHERE user_id = ? AND status IN ('queued', 'running')",
-            (user_id,),
-        ).fetchone()
-        return n
-
-    def check_pending(self, user_id: str, max_queued: int) -> None:
-        """Raise QueueFull if the user already has `max_queued` jobs waiting or running."""
-        pending = self.pending_count(user_id)
-        if pending >= max_queued:
-            raise QueueFull(
-                f"You already have {pending} job{'s' if pending != 1 else ''} waiting or "
-                f"running (the limit is {max_queued}). Try again when one finishes."
-            )
-
-    def images_since(self, server_id: str | None, user_id: str, since: float) -> int:
-        """Images the user's jobs in this server asked for since `since`.
-
-        Queued, running and succeeded jobs count; failed and canceled ones do
-        not, which is how a job that fails or is canceled gives its images back
-        to the quota.
-        """
-        (n,) = self.conn.execute(
-            "SELECT COALESCE(SUM(json_array_length(seeds)), 0) FROM jobs "
-            "WHERE server_id IS ? AND user_id = ? AND created_at >= ? "
-            "AND status IN ('queued', 'running', 'succeeded')",
-            (server_id, user_id, since),
-        ).fetchone()
-        return int(n)
-
-    def last_job_at(self, server_id: str | None, user_id: str) -> float | None:
-        """When the user last queued a job in this server (for the cooldown)."""
-        (at,) = self.conn.execute(
-            "SELECT MAX(created_at) FROM jobs WHERE server_id IS ? AND user_id = ?",
-            (server_id, user_id),
-        ).fetchone()
-        return at
-
-    def server_stats(self, server_id: str, *, day_start: float, week_start: float,
-                     top: int = 5) -> dict[str, Any]:
-        """Numbers for /stats: images made today and this week, the top users this
-        week, the queue now, and mean wait and generation time per model this week."""
-        def images(since: float) -> int:
-            (n,) = self.conn.execute(
-                "SELECT COUNT(*) FROM images i JOIN jobs j ON j.id = i.job_id "
-                "WHERE j.server_id = ? AND j.created_at >= ?", (server_id, since)).fetchone()
-            return n
-
-        top_users = self.conn.execute(
-            "SELECT j.user_id, COUNT(i.id) AS n FROM jobs j JOIN images i ON i.job_id = j.id "
-            "WHERE j.server_id = ? AND j.created_at >= ? GROUP BY j.user_id "
-            "ORDER BY n DESC, j.user_id LIMIT ?", (server_id, week_start, top)).fetchall()
-        queued, running = self.conn.execute(
-            "SELECT COALESCE(SUM(status = 'queued'), 0), COALESCE(SUM(status = 'running'), 0) "
-            "FROM jobs WHERE server_id = ? AND status IN ('queued', 'running')",
-            (server_id,)).fetchone()
-        (queued_all,) = self.conn.execute(
-            "SELECT COUNT(*) FROM jobs WHERE status = 'queued'").fetchone()
-        models = self.conn.execute(
-            "SELECT model, COUNT(*), AVG(started_at - created_at), AVG(run_seconds) FROM jobs "
-            "WHERE server_id = ? AND created_at >= ? AND status = 'succeeded' "
-            "GROUP BY model ORDER BY COUNT(*) DESC", (server_id, week_start)).fetchall()
-        return {
-            "images_today": images(day_start),
-            "images_week": images(week_start),
-            "top_users": [(user, n) for user, n in top_users],
-            "queued": queued, "running": running, "queued_all_servers": queued_all,
-            "models": [{"model": m, "jobs": n, "mean_wait_s": wait, "mean_run_s": run}
-                       for m, n, wait, run in models],
-        }
-
     def claim(
         self,
         worker_id: str,
         *,
         lease_s: float,
         max_jobs: int = 1,
-        generators: Iterable[str] | None = None,
+        families: Iterable[str] | None = None,
     ) -> list[Job]:
         """Take up to `max_jobs` jobs in fair order; all of them share one batch key.
 
@@ -316,8 +219,8 @@ class JobStore:
         """
         gen_filter = ""
         gen_params: list[Any] = []
-        if generators is not None:
-            gens = list(generators)
+        if families is not None:
+            gens = list(families)
             gen_filter = f" AND generator IN ({','.join('?' * len(gens))})"
             gen_params = gens
 
@@ -462,8 +365,9 @@ class JobStore:
         )
         return cur.rowcount == 1
 
-    def cancel(self, job_id: int) -> JobStatus | None:
-        """Cancel a queued job at once; ask a running one to stop. Returns its status now."""
+    def cancel(self, job_id: int, *, error: str) -> JobStatus | None:
+        """Cancel a queued job at once (with `error` as its reason); ask a running one to
+        stop. Returns its status now, or None if there is no such job."""
 
         def txn() -> JobStatus | None:
             row = self.conn.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
@@ -472,9 +376,8 @@ class JobStore:
             status = JobStatus(row[0])
             if status is JobStatus.QUEUED:
                 self.conn.execute(
-                    "UPDATE jobs SET status = 'canceled', error = 'Canceled before it started.', "
-                    "finished_at = ? WHERE id = ?",
-                    (time.time(), job_id),
+                    "UPDATE jobs SET status = 'canceled', error = ?, finished_at = ? WHERE id = ?",
+                    (error, time.time(), job_id),
                 )
                 return JobStatus.CANCELED
             if status is JobStatus.RUNNING:
@@ -487,6 +390,7 @@ class JobStore:
         self,
         *,
         max_attempts: int,
+        give_up: Callable[[int], str],
         held_tokens: Iterable[str] = (),
         now: float | None = None,
     ) -> list[int]:
@@ -495,13 +399,13 @@ class JobStore:
         A worker on this host is gone when its process no longer exists (or is
         this very process, which has only just started); any worker is gone
         when its lease has run out. A job that has already been attempted
-        `max_attempts` times is failed instead of retried. Jobs whose claim
+        `max_attempts` times is failed instead of retried, with `give_up(attempts)`
+        as its error. Jobs whose claim
         token is in `held_tokens` (this process's own running jobs) are left
         alone.
         """
         now = time.time() if now is None else now
         held = set(held_tokens)
-        host = socket.gethostname()
 
         def txn() -> list[int]:
             touched = []
@@ -512,10 +416,10 @@ class JobStore:
                 if token in held:
                     continue
                 dead = lease_until is not None and lease_until < now
-                w_host, _, w_pid = (worker_id or "").rpartition(":")
-                if not dead and w_host == host and w_pid.isdigit():
-                    pid = int(w_pid)
-                    dead = pid == os.getpid() or not _pid_alive(pid)
+                if not dead:
+                    # This process has only just started, so a job it "holds" is a
+                    # predecessor's with the same pid; any other dead pid here is gone.
+                    dead = worker_id == this_worker_id() or worker_gone(worker_id)
                 if not dead:
                     continue
                 if attempts >= max_attempts:
@@ -523,12 +427,7 @@ class JobStore:
                         """UPDATE jobs SET status = 'failed', finished_at = ?, claim_token = NULL,
                                lease_until = NULL,
                                error = ? WHERE id = ?""",
-                        (
-                            now,
-                            f"The worker stopped while running this job {attempts} times; "
-                            "giving up on it.",
-                            job_id,
-                        ),
+                        (now, give_up(attempts), job_id),
                     )
                 else:
                     self.conn.execute(
@@ -610,91 +509,9 @@ class JobStore:
         params.append(limit)
         return [Job.from_row(r) for r in self._all(sql, params)]
 
-    # -- Discord messages -------------------------------------------------------
 
-    def link_message(
-        self,
-        job_id: int,
-        message_id: str,
-        channel_id: str,
-        *,
-        guild_id: str | None,
-        via: str,
-        image_idx: int | None = None,
-        primary: bool = True,
-    ) -> None:
-        """Record that a Discord message shows `job_id` (primary: it is where the job reports)."""
-
-        def txn() -> None:
-            self.conn.execute(
-                """INSERT OR REPLACE INTO discord_messages
-                       (message_id, channel_id, guild_id, job_id, image_idx, via, created_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?)""",
-                (message_id, channel_id, guild_id, job_id, image_idx, via, time.time()),
-            )
-            if primary:
-                self.conn.execute(
-                    "UPDATE jobs SET message_id = ?, channel_id = COALESCE(channel_id, ?) WHERE id = ?",
-                    (message_id, channel_id, job_id),
-                )
-
-        self._write(txn)
-
-    def message_link(self, message_id: str) -> dict[str, Any] | None:
-        """The job a Discord message shows: {job_id, image_idx, channel_id, guild_id, via}."""
-        return self._one("SELECT * FROM discord_messages WHERE message_id = ?", (message_id,))
-
-    def forget_message(self, message_id: str) -> None:
-        self._write(
-            lambda: self.conn.execute(
-                "DELETE FROM discord_messages WHERE message_id = ?", (message_id,)
-            )
-        )
-
-    # -- style presets ------------------------------------------------------------
-
-    def save_preset(self, server_id: str | None, name: str, image_sha: str, created_by: str | None) -> None:
-        self._write(lambda: self.conn.execute(
-            "INSERT OR REPLACE INTO style_presets (server_id, name, image_sha, created_by, created_at) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (server_id or "", name, image_sha, created_by, time.time()),
-        ))
-
-    def presets(self, server_id: str | None) -> list[dict[str, Any]]:
-        """A server's presets and the operator-wide ones (a server's own win on a name clash)."""
-        rows = self._all(
-            "SELECT * FROM style_presets WHERE server_id IN (?, '') ORDER BY name, server_id DESC",
-            (server_id or "",),
-        )
-        seen, out = set(), []
-        for row in rows:
-            if row["name"] not in seen:
-                seen.add(row["name"])
-                out.append(row)
-        return out
-
-    def preset(self, server_id: str | None, name: str) -> dict[str, Any] | None:
-        return next((p for p in self.presets(server_id) if p["name"] == name), None)
-
-    def delete_preset(self, server_id: str | None, name: str) -> bool:
-        cur = self._write(lambda: self.conn.execute(
-            "DELETE FROM style_presets WHERE server_id = ? AND name = ?", (server_id or "", name)))
-        return cur.rowcount == 1
-
-    def mark_delivered(self, job_id: int) -> None:
-        self._write(
-            lambda: self.conn.execute(
-                "UPDATE jobs SET delivered_at = ? WHERE id = ?", (time.time(), job_id)
-            )
-        )
-
-    def undelivered(self, source: str = "discord") -> list[Job]:
-        """Finished jobs whose final state has not been shown where they were asked for."""
-        return [
-            Job.from_row(r)
-            for r in self._all(
-                "SELECT * FROM jobs WHERE source = ? AND delivered_at IS NULL "
-                "AND status IN ('succeeded', 'failed', 'canceled') ORDER BY id",
-                (source,),
-            )
-        ]
+def check_pending(usage: Usage, user_id: str, max_queued: int) -> None:
+    """Raise QueueFull if the user already has `max_queued` jobs waiting or running."""
+    pending = usage.pending_count(user_id)
+    if pending >= max_queued:
+        raise QueueFull(pending, max_queued)

@@ -61,7 +61,7 @@ def _initial(db: sqlite_utils.Database) -> None:
             params TEXT NOT NULL,           -- JSON: every parameter of the request
             seeds TEXT NOT NULL,            -- JSON list: the seed of each image
             batch_key TEXT NOT NULL,        -- jobs with equal keys can run as one batch
-            status TEXT NOT NULL,           -- see worker.jobs.JobStatus
+            status TEXT NOT NULL,           -- see storage.jobs.JobStatus
             attempts INTEGER NOT NULL DEFAULT 0,
             claim_token TEXT,               -- the attempt that may finish the job
             worker_id TEXT,                 -- host:pid of the worker running it
@@ -169,6 +169,20 @@ def _admin_settings(db: sqlite_utils.Database) -> None:
         CREATE INDEX settings_audit_server ON settings_audit(server_id, id);
         -- Quota and cooldown count a user's jobs in one server since a time.
         CREATE INDEX jobs_server_user ON jobs(server_id, user_id, created_at);
+        """,
+    )
+
+
+@migration(5, "workers: which worker processes serve this database")
+def _workers(db: sqlite_utils.Database) -> None:
+    _run_script(
+        db,
+        """
+        CREATE TABLE workers (
+            id TEXT PRIMARY KEY,            -- host:pid, as jobs.worker_id
+            started_at REAL NOT NULL,
+            seen_at REAL NOT NULL           -- renewed while it runs; the row goes when it stops
+        );
         """,
     )
 

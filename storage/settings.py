@@ -7,12 +7,12 @@
     store.audit(server)                  # newest first: who, what, when, old -> new
 
 Values are JSON. What a key means and which values it takes is decided in
-`worker.policy`; this module only stores them. Every change and its audit row
+`worker.server_settings`; this module only stores them. Every change and its audit row
 are written in one transaction, so the audit can never miss a change. A
 change that sets the value a key already has is not recorded at all.
 
 The class works on the caller's connection and does not open transactions of
-its own when one is already open, so `worker.policy.admit` can read settings
+its own when one is already open, so `worker.gate.admit` can read settings
 inside the same `BEGIN IMMEDIATE` that queues a job.
 """
 
@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlite_utils
+
+from storage.db import transaction
 
 
 @dataclass
@@ -88,18 +90,8 @@ class SettingsStore:
 
         Returns (old, new), or None when nothing changed.
         """
-        own = not self.conn.in_transaction
-        if own:
-            self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            changed = self._set(server_id, key, value, actor=actor, via=via, channel_id=channel_id)
-        except BaseException:
-            if own:
-                self.conn.execute("ROLLBACK")
-            raise
-        if own:
-            self.conn.execute("COMMIT")
-        return changed
+        with transaction(self.conn):  # joins the caller's transaction if one is open
+            return self._set(server_id, key, value, actor=actor, via=via, channel_id=channel_id)
 
     def _set(self, server_id, key, value, *, actor, via, channel_id):
         now = time.time()

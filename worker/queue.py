@@ -1,9 +1,17 @@
-"""The queue transport: an interface, and the in-process SQLite implementation.
+"""The queue transport: the interface every front door and worker talks to, and
+its in-process SQLite implementation.
 
-`JobQueue` is what the bot, the CLI and the worker talk to. `LocalJobQueue`
-keeps everything in the SQLite database (via `storage.jobs.JobStore`) and
-delivers live events (queued, running, step k of n, finished) to subscribers
-in the same process. A Redis-backed queue for remote GPU workers will
+`JobQueue` names everything the bot, the CLI and the workers need from the
+queue and the job store, as typed async methods: submitting (through the one
+gate), reading jobs, their images and the queue order, cancelling, live
+events, the chat messages that show a job, style presets, server rules and
+usage, and the worker's side (claim, heartbeat, complete, requeue). Nobody
+outside this module reaches into SQLite.
+
+`LocalJobQueue` keeps everything in the SQLite database (the stores in
+`storage`) and delivers live events to subscribers in the same process; a
+process that only watches a job another process runs (`watch`) reads its state
+from the database. A Redis-backed transport for remote GPU workers will
 implement the same interface; the jobs table stays the truth either way.
 
 Async callers never block the event loop on SQLite: every database call runs
@@ -19,17 +27,33 @@ import concurrent.futures
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Iterable, Sequence, TypeVar
+
+import sqlite_utils
 
 from artbot.config import Settings
 from storage.db import open_db
 from storage.images import StoredImage
 from storage.jobs import ImageRecord, Job, JobStatus, JobStore
-from worker.jobs import JobSpec
-from worker.policy import Policy, Requester, gate
+from storage.messages import MessageLink, MessageStore
+from storage.presets import Preset, PresetStore
+from storage.settings import AuditEntry, SettingsStore
+from storage.usage import Usage
+from storage.workers import WorkerRegistry
+from worker.gate import QuotaStatus, gate, quota_status
+from worker.policy import Policy, Requester, change_setting
+from worker.requests import JobSpec
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# What a job's history says when the queue, not its generator, ended it.
+CANCELED_BEFORE_START = "Canceled before it started."
+
+
+def gave_up_after(attempts: int) -> str:
+    return f"The worker stopped while running this job {attempts} times; giving up on it."
 
 
 @dataclass(frozen=True)
@@ -46,6 +70,13 @@ class JobEvent:
     @property
     def final(self) -> bool:
         return self.kind in ("succeeded", "failed", "canceled")
+
+    @classmethod
+    def of(cls, job: Job) -> "JobEvent":
+        """The event that describes where `job` stands now."""
+        if job.status is JobStatus.RUNNING and job.progress_total:
+            return cls(job.id, "progress", step=job.progress_step, total=job.progress_total)
+        return cls(job.id, job.status.value, error=job.error if job.status.finished else None)
 
 
 class Subscription:
@@ -85,10 +116,19 @@ class JobQueue(abc.ABC):
         self._subs: dict[int | None, set[Subscription]] = {}
         self._work = asyncio.Event()
 
+    async def __aenter__(self) -> "JobQueue":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        pass
+
     # -- events -------------------------------------------------------------
 
     def subscribe(self, job_id: int | None = None) -> Subscription:
-        """Events of one job, or of every job when `job_id` is None."""
+        """Events of one job, or of every job when `job_id` is None, from this process."""
         sub = Subscription(self, job_id)
         self._subs.setdefault(job_id, set()).add(sub)
         return sub
@@ -113,7 +153,31 @@ class JobQueue(abc.ABC):
             pass
         self._work.clear()
 
-    # -- the transport --------------------------------------------------------
+    async def watch(self, job_id: int, *, poll_s: float = 0.25) -> AsyncIterator[JobEvent]:
+        """The events of one job until its final one, whichever process runs it.
+
+        Events published here arrive at once; a job run by another process is
+        read from the store every `poll_s` seconds, and each change in its
+        state (queued, running, step k of n, finished) becomes one event.
+        """
+        with self.subscribe(job_id) as events:
+            last: JobEvent | None = None
+            while True:
+                try:
+                    event = await events.get(timeout=poll_s)
+                except asyncio.TimeoutError:
+                    job = await self.get(job_id)
+                    if job is None:
+                        return
+                    event = JobEvent.of(job)
+                    if event == last:
+                        continue
+                last = event
+                yield event
+                if event.final:
+                    return
+
+    # -- front doors: jobs ------------------------------------------------------
 
     @abc.abstractmethod
     async def submit(self, spec: JobSpec, *, requester: Requester, settings: Settings,
@@ -121,9 +185,101 @@ class JobQueue(abc.ABC):
                      locale: str | None = None) -> Job:
         """Queue `spec` for `requester`, if the server's rules admit it.
 
-        Implementations must run `worker.policy.admit` inside the transaction
+        Implementations must run `worker.gate.admit` inside the transaction
         that records the job: it is the one gate every request passes.
         """
+
+    @abc.abstractmethod
+    async def get(self, job_id: int) -> Job | None: ...
+
+    @abc.abstractmethod
+    async def images(self, job_id: int) -> list[ImageRecord]: ...
+
+    @abc.abstractmethod
+    async def positions(self) -> dict[int, int]:
+        """Queue position (1 = next) of every queued job."""
+
+    @abc.abstractmethod
+    async def list_jobs(self, *, statuses: Iterable[JobStatus] | None = None,
+                        user_id: str | None = None, server_id: str | None = None,
+                        limit: int = 20, newest_first: bool = True) -> list[Job]: ...
+
+    @abc.abstractmethod
+    async def cancel(self, job_id: int) -> JobStatus | None:
+        """Cancel a queued job at once; ask a running one to stop. Returns its status now."""
+
+    # -- front doors: the chat messages that show jobs ----------------------------
+
+    @abc.abstractmethod
+    async def link_message(self, job_id: int, message_id: str, channel_id: str, *,
+                           guild_id: str | None, via: str, image_idx: int | None = None,
+                           primary: bool = True) -> None: ...
+
+    @abc.abstractmethod
+    async def message_link(self, message_id: str) -> MessageLink | None: ...
+
+    @abc.abstractmethod
+    async def forget_message(self, message_id: str) -> None: ...
+
+    @abc.abstractmethod
+    async def mark_delivered(self, job_id: int) -> None: ...
+
+    @abc.abstractmethod
+    async def undelivered(self, source: str) -> list[Job]: ...
+
+    # -- front doors: style presets -----------------------------------------------
+
+    @abc.abstractmethod
+    async def save_preset(self, server_id: str | None, name: str, image_sha: str,
+                          created_by: str | None) -> None: ...
+
+    @abc.abstractmethod
+    async def presets(self, server_id: str | None) -> list[Preset]: ...
+
+    @abc.abstractmethod
+    async def preset(self, server_id: str | None, name: str) -> Preset | None: ...
+
+    @abc.abstractmethod
+    async def delete_preset(self, server_id: str | None, name: str) -> bool: ...
+
+    # -- front doors: server rules and usage --------------------------------------
+
+    @abc.abstractmethod
+    async def rules(self, settings: Settings, server_id: str | None,
+                    channel_id: str | None = None) -> Policy:
+        """The rules of a server (and channel), as stored now."""
+
+    @abc.abstractmethod
+    async def change_setting(self, settings: Settings, server_id: str, key: str,
+                             text: str | None, *, actor: str, via: str,
+                             channel_id: str | None = None) -> tuple[Any, Any] | None:
+        """Set a key from what was typed (None: reset), audited; (old, new) or None."""
+
+    @abc.abstractmethod
+    async def channel_overrides(self, server_id: str) -> dict[str, dict[str, Any]]: ...
+
+    @abc.abstractmethod
+    async def audit(self, server_id: str, limit: int = 20) -> list[AuditEntry]: ...
+
+    @abc.abstractmethod
+    async def quota_status(self, settings: Settings, requester: Requester,
+                           now: float) -> QuotaStatus: ...
+
+    @abc.abstractmethod
+    async def server_stats(self, server_id: str, *, day_start: float,
+                           week_start: float) -> dict[str, Any]: ...
+
+    # -- workers ------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def live_workers(self, *, within_s: float) -> list[str]:
+        """Workers serving this queue now (seen in the last `within_s` seconds)."""
+
+    @abc.abstractmethod
+    async def worker_seen(self, worker_id: str) -> None: ...
+
+    @abc.abstractmethod
+    async def worker_gone(self, worker_id: str) -> None: ...
 
     @abc.abstractmethod
     async def claim(self, worker_id: str, *, lease_s: float, max_jobs: int = 1) -> list[Job]: ...
@@ -147,108 +303,182 @@ class JobQueue(abc.ABC):
     async def requeue_abandoned(self, *, max_attempts: int,
                                 held_tokens: Iterable[str] = ()) -> list[int]: ...
 
-    @abc.abstractmethod
-    async def cancel(self, job_id: int) -> JobStatus | None: ...
-
-    @abc.abstractmethod
-    async def get(self, job_id: int) -> Job | None: ...
-
-    @abc.abstractmethod
-    async def images(self, job_id: int) -> list[ImageRecord]: ...
-
-    @abc.abstractmethod
-    async def positions(self) -> dict[int, int]: ...
-
-    @abc.abstractmethod
-    async def list_jobs(self, **filters) -> list[Job]: ...
-
-    async def close(self) -> None:
-        pass
-
 
 class LocalJobQueue(JobQueue):
     """The default transport: the SQLite jobs table, events within this process."""
 
-    def __init__(self, db_path) -> None:
+    def __init__(self, db_path: str | Path) -> None:
         super().__init__()
         self.db_path = db_path
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="artbot-db"
         )
-        self._store: JobStore | None = None
-
-    def _store_in_thread(self) -> JobStore:
-        if self._store is None:
-            self._store = JobStore(open_db(self.db_path))
-        return self._store
+        self._db: sqlite_utils.Database | None = None
 
     async def _call(self, fn: Callable[..., T], *args, **kwargs) -> T:
+        """Run `fn(db, ...)` on the database thread, which owns the connection."""
+
         def run() -> T:
-            return fn(self._store_in_thread(), *args, **kwargs)
+            if self._db is None:
+                self._db = open_db(self.db_path)
+            return fn(self._db, *args, **kwargs)
 
         return await asyncio.get_running_loop().run_in_executor(self._executor, run)
 
     async def open(self) -> "LocalJobQueue":
-        await self._call(lambda store: None)  # open and migrate now, not on first use
+        await self._call(lambda db: None)  # open and migrate now, not on first use
         return self
 
-    async def close(self) -> None:
-        def shut(store: JobStore) -> None:
-            store.conn.close()
-            self._store = None
+    async def __aenter__(self) -> "LocalJobQueue":
+        return await self.open()
 
-        if self._store is not None:
+    async def close(self) -> None:
+        def shut(db: sqlite_utils.Database) -> None:
+            db.conn.close()
+            self._db = None
+
+        if self._db is not None:
             await self._call(shut)
         self._executor.shutdown(wait=True)
+
+    # -- jobs -----------------------------------------------------------------
 
     async def submit(self, spec, *, requester, settings, interaction_token=None,
                      interaction_at=None, locale=None) -> Job:
         job = await self._call(
-            JobStore.submit,
-            user_id=requester.user_id,
-            kind=spec.kind,
-            generator=spec.generator,
-            model=spec.model,
-            params=spec.params,
-            seeds=spec.seeds,
-            batch_key=spec.batch_key,
-            source=requester.source,
-            user_name=requester.user_name,
-            server_id=requester.server_id,
-            channel_id=requester.channel_id,
-            parent_id=spec.parent_id,
-            interaction_token=interaction_token,
-            interaction_at=interaction_at,
-            locale=locale,
-            admit=gate(spec, requester, settings, time.time),
+            lambda db: JobStore(db).submit(
+                user_id=requester.user_id,
+                kind=spec.kind,
+                family=spec.family,
+                model=spec.model,
+                params=spec.params,
+                seeds=spec.seeds,
+                batch_key=spec.batch_key,
+                source=requester.source,
+                user_name=requester.user_name,
+                server_id=requester.server_id,
+                channel_id=requester.channel_id,
+                parent_id=spec.parent_id,
+                interaction_token=interaction_token,
+                interaction_at=interaction_at,
+                locale=locale,
+                admit=gate(spec, requester, settings, time.time),
+            )
         )
         log.info("job %d queued: %s %s by %s", job.id, job.kind, job.model, requester.user_id)
         self._work.set()
         self.publish(JobEvent(job.id, "queued"))
         return job
 
+    async def get(self, job_id):
+        return await self._call(lambda db: JobStore(db).get(job_id))
+
+    async def images(self, job_id):
+        return await self._call(lambda db: JobStore(db).images(job_id))
+
+    async def positions(self):
+        return await self._call(lambda db: JobStore(db).positions())
+
+    async def list_jobs(self, *, statuses=None, user_id=None, server_id=None, limit=20,
+                        newest_first=True):
+        return await self._call(lambda db: JobStore(db).list_jobs(
+            statuses=statuses, user_id=user_id, server_id=server_id, limit=limit,
+            newest_first=newest_first))
+
+    async def cancel(self, job_id):
+        status = await self._call(
+            lambda db: JobStore(db).cancel(job_id, error=CANCELED_BEFORE_START))
+        if status is JobStatus.CANCELED:
+            log.info("job %d canceled before it started", job_id)
+            self.publish(JobEvent(job_id, "canceled", error=CANCELED_BEFORE_START))
+        return status
+
+    # -- chat messages --------------------------------------------------------------
+
+    async def link_message(self, job_id, message_id, channel_id, *, guild_id, via,
+                           image_idx=None, primary=True):
+        await self._call(lambda db: MessageStore(db).link(
+            job_id, message_id, channel_id, guild_id=guild_id, via=via, image_idx=image_idx,
+            primary=primary))
+
+    async def message_link(self, message_id):
+        return await self._call(lambda db: MessageStore(db).get(message_id))
+
+    async def forget_message(self, message_id):
+        await self._call(lambda db: MessageStore(db).forget(message_id))
+
+    async def mark_delivered(self, job_id):
+        await self._call(lambda db: MessageStore(db).mark_delivered(job_id))
+
+    async def undelivered(self, source):
+        return await self._call(lambda db: MessageStore(db).undelivered(source))
+
+    # -- presets ------------------------------------------------------------------
+
+    async def save_preset(self, server_id, name, image_sha, created_by):
+        await self._call(lambda db: PresetStore(db).save(server_id, name, image_sha, created_by))
+
+    async def presets(self, server_id):
+        return await self._call(lambda db: PresetStore(db).list(server_id))
+
+    async def preset(self, server_id, name):
+        return await self._call(lambda db: PresetStore(db).get(server_id, name))
+
+    async def delete_preset(self, server_id, name):
+        return await self._call(lambda db: PresetStore(db).delete(server_id, name))
+
+    # -- server rules and usage ----------------------------------------------------
+
+    async def rules(self, settings, server_id, channel_id=None):
+        return await self._call(
+            lambda db: Policy.load(SettingsStore(db), settings, server_id, channel_id))
+
+    async def change_setting(self, settings, server_id, key, text, *, actor, via,
+                             channel_id=None):
+        return await self._call(lambda db: change_setting(
+            SettingsStore(db), settings, server_id, key, text, actor=actor, via=via,
+            channel_id=channel_id))
+
+    async def channel_overrides(self, server_id):
+        return await self._call(lambda db: SettingsStore(db).channel_overrides(server_id))
+
+    async def audit(self, server_id, limit=20):
+        return await self._call(lambda db: SettingsStore(db).audit(server_id, limit=limit))
+
+    async def quota_status(self, settings, requester, now):
+        return await self._call(lambda db: quota_status(db, settings, requester, now))
+
+    async def server_stats(self, server_id, *, day_start, week_start):
+        return await self._call(lambda db: Usage(db).server_stats(
+            server_id, day_start=day_start, week_start=week_start))
+
+    # -- workers ------------------------------------------------------------------
+
+    async def live_workers(self, *, within_s):
+        return await self._call(lambda db: WorkerRegistry(db).live(within_s=within_s))
+
+    async def worker_seen(self, worker_id):
+        await self._call(lambda db: WorkerRegistry(db).seen(worker_id))
+
+    async def worker_gone(self, worker_id):
+        await self._call(lambda db: WorkerRegistry(db).gone(worker_id))
+
     async def claim(self, worker_id, *, lease_s, max_jobs=1):
-        jobs = await self._call(JobStore.claim, worker_id, lease_s=lease_s, max_jobs=max_jobs)
+        jobs = await self._call(
+            lambda db: JobStore(db).claim(worker_id, lease_s=lease_s, max_jobs=max_jobs))
         for job in jobs:
             log.info("job %d running on %s (attempt %d)", job.id, worker_id, job.attempts)
             self.publish(JobEvent(job.id, "running"))
         return jobs
 
     async def heartbeat(self, job, *, lease_s, step, total):
-        return await self._call(
-            JobStore.heartbeat, job.id, job.claim_token, lease_s=lease_s, step=step, total=total
-        )
+        return await self._call(lambda db: JobStore(db).heartbeat(
+            job.id, job.claim_token, lease_s=lease_s, step=step, total=total))
 
     async def complete(self, job, images, *, model_revision, run_seconds, params_update=None):
-        ok = await self._call(
-            JobStore.complete,
-            job.id,
-            job.claim_token,
-            images,
-            model_revision=model_revision,
-            run_seconds=run_seconds,
-            params_update=params_update,
-        )
+        ok = await self._call(lambda db: JobStore(db).complete(
+            job.id, job.claim_token, images, model_revision=model_revision,
+            run_seconds=run_seconds, params_update=params_update))
         if ok:
             log.info("job %d succeeded: %d image(s) in %.2fs", job.id, len(images), run_seconds)
             self.publish(JobEvent(job.id, "succeeded"))
@@ -257,23 +487,24 @@ class LocalJobQueue(JobQueue):
         return ok
 
     async def finish_unsuccessfully(self, job, status, error):
-        ok = await self._call(JobStore.finish_unsuccessfully, job.id, job.claim_token, status, error)
+        ok = await self._call(lambda db: JobStore(db).finish_unsuccessfully(
+            job.id, job.claim_token, status, error))
         if ok:
             log.info("job %d %s: %s", job.id, status.value, error)
             self.publish(JobEvent(job.id, status.value, error=error))
         return ok
 
     async def requeue(self, job):
-        ok = await self._call(JobStore.requeue, job.id, job.claim_token)
+        ok = await self._call(lambda db: JobStore(db).requeue(job.id, job.claim_token))
         if ok:
             log.info("job %d put back on the queue", job.id)
             self.publish(JobEvent(job.id, "queued"))
         return ok
 
     async def requeue_abandoned(self, *, max_attempts, held_tokens=()):
-        touched = await self._call(
-            JobStore.requeue_abandoned, max_attempts=max_attempts, held_tokens=list(held_tokens)
-        )
+        held = list(held_tokens)
+        touched = await self._call(lambda db: JobStore(db).requeue_abandoned(
+            max_attempts=max_attempts, give_up=gave_up_after, held_tokens=held))
         for job_id in touched:
             job = await self.get(job_id)
             log.warning("job %d was abandoned by its worker; now %s", job_id, job.status.value)
@@ -281,32 +512,3 @@ class LocalJobQueue(JobQueue):
         if touched:
             self._work.set()
         return touched
-
-    async def cancel(self, job_id):
-        status = await self._call(JobStore.cancel, job_id)
-        if status is JobStatus.CANCELED:
-            log.info("job %d canceled before it started", job_id)
-            self.publish(JobEvent(job_id, "canceled", error="Canceled before it started."))
-        return status
-
-    async def get(self, job_id):
-        return await self._call(JobStore.get, job_id)
-
-    async def images(self, job_id):
-        return await self._call(JobStore.images, job_id)
-
-    async def positions(self):
-        return await self._call(JobStore.positions)
-
-    async def list_jobs(self, **filters):
-        return await self._call(lambda store: store.list_jobs(**filters))
-
-    async def policy(self, settings: Settings, server_id: str | None,
-                     channel_id: str | None = None) -> Policy:
-        """The rules of a server (and channel), as stored now."""
-        return await self._call(lambda store: Policy.load(store.settings, settings, server_id,
-                                                          channel_id))
-
-    async def run(self, fn: Callable[[JobStore], T]) -> T:
-        """Run `fn(store)` on the database thread (for queries not wrapped above)."""
-        return await self._call(fn)

@@ -20,7 +20,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from artbot.config import Settings
 from artbot.errors import InvalidRequest
 from generators.bundled import available, family_of, model_defaults, native_size
-from storage.jobs import Job, JobStatus  # noqa: F401  (re-exported for callers)
+from storage.jobs import Job
 
 SEED_LIMIT = 2**32  # seeds are 0 .. 2**32 - 1
 DEFAULT_GUIDANCE = 7.5
@@ -37,7 +37,8 @@ class JobSpec:
     """Everything needed to queue a job and to make its images again."""
 
     kind: str  # 'draw' | 'vary' | 'stylize'
-    generator: str  # family
+    family: str  # the generator family: 'diffusion', 'pixel-diffusion', 'gan', 'vae', 'style'
+
     model: str
     params: dict[str, Any]
     seeds: list[int]
@@ -49,7 +50,7 @@ class JobSpec:
         p = self.params
         key = {
             "kind": self.kind,
-            "generator": self.generator,
+            "generator": self.family,
             "model": self.model,
             "size": [p.get("width"), p.get("height")],
             "steps": p.get("steps"),
@@ -121,26 +122,26 @@ def build_draw(
     guidance: float | None = None,
     size: str | None = None,
     count: int = 1,
-    generator: str | None = None,
+    family: str | None = None,
     parent_id: int | None = None,
 ) -> JobSpec:
     prompt = (prompt or "").strip()
     if not prompt:
         raise InvalidRequest("The prompt is empty: say what to draw.")
     model = settings.resolve_model(model)
-    generator = generator or family_of(model)
-    defaults = model_defaults(model) if generator != "diffusion" else {}
+    family = family or family_of(model)
+    defaults = model_defaults(model) if family != "diffusion" else {}
     steps = int(defaults.get("steps", settings.default_steps)) if steps is None else int(steps)
     guidance = float(defaults.get("guidance", DEFAULT_GUIDANCE)) if guidance is None else float(guidance)
     _check_common(settings, prompt=prompt, steps=steps, guidance=guidance, count=count)
-    native = native_size(model) if generator != "diffusion" else None
+    native = native_size(model) if family != "diffusion" else None
     if native and (size is None or not str(size).strip()):
         size = f"{native}x{native}"  # an artbot-trained model draws at its own size
     width, height = parse_size(size, settings)
     seeds = pick_seeds(seed, count)
     return JobSpec(
         kind="draw",
-        generator=generator,
+        family=family,
         model=model,
         params={
             "prompt": prompt,
@@ -170,7 +171,7 @@ def build_vary(
     steps: int | None = None,
     guidance: float | None = None,
     count: int = 1,
-    generator: str | None = None,
+    family: str | None = None,
     parent_id: int | None = None,
     options: dict[str, Any] | None = None,
 ) -> JobSpec:
@@ -180,8 +181,8 @@ def build_vary(
     if not 0.0 < strength <= 1.0:
         raise InvalidRequest(f"Strength must be above 0 and at most 1, not {strength}.")
     model = settings.resolve_model(model)
-    generator = generator or family_of(model)
-    defaults = model_defaults(model) if generator != "diffusion" else {}
+    family = family or family_of(model)
+    defaults = model_defaults(model) if family != "diffusion" else {}
     steps = int(defaults.get("steps", settings.default_steps)) if steps is None else int(steps)
     guidance = float(defaults.get("guidance", DEFAULT_GUIDANCE)) if guidance is None else float(guidance)
     prompt = (prompt or "").strip()
@@ -195,7 +196,7 @@ def build_vary(
     seeds = pick_seeds(seed, count)
     return JobSpec(
         kind="vary",
-        generator=generator,
+        family=family,
         model=model,
         params={
             "prompt": prompt,
@@ -304,8 +305,8 @@ def build_stylize(
         if not 1 <= steps <= settings.max_steps:
             raise InvalidRequest(f"Steps must be between 1 and {settings.max_steps}, not {steps}.")
         model = settings.resolve_model(model)
-        generator = family_of(model)
-        if generator not in ("diffusion", "pixel-diffusion"):
+        family = family_of(model)
+        if family not in ("diffusion", "pixel-diffusion"):
             raise InvalidRequest(f"Model {model} cannot restyle by text; choose a diffusion model.")
         options: dict[str, Any] = {"method": "diffusion"}
     else:
@@ -317,7 +318,7 @@ def build_stylize(
         if not 1 <= steps <= 2000:
             raise InvalidRequest(f"Steps must be between 1 and 2000, not {steps}.")
         model = settings.vgg19_weights or "vgg19"
-        generator = "style"
+        family = "style"
         options = {"method": method}
         if method == "adain":
             if not settings.adain_decoder:
@@ -336,7 +337,7 @@ def build_stylize(
         params["style_image"] = style_sha
     if preset:
         params["preset"] = preset
-    return JobSpec(kind="stylize", generator=generator, model=model, params=params, seeds=seeds,
+    return JobSpec(kind="stylize", family=family, model=model, params=params, seeds=seeds,
                    parent_id=parent_id)
 
 
@@ -355,12 +356,12 @@ def build_reroll(settings: Settings, job: Job, *, prompt: str | None = None) -> 
             steps=p.get("steps"),
             guidance=p.get("guidance"),
             count=p.get("count", len(job.seeds)),
-            generator=job.generator,
+            family=job.family,
             parent_id=job.id,
             options=p.get("options"),
         )
     if job.kind == "stylize":
-        if job.generator == "style":
+        if job.family == "style":
             raise InvalidRequest("Style transfer of the same images gives the same picture; "
                                  "change the style or the strength instead.")
         return build_stylize(
@@ -380,7 +381,7 @@ def build_reroll(settings: Settings, job: Job, *, prompt: str | None = None) -> 
         guidance=p.get("guidance"),
         size=f"{p['width']}x{p['height']}",
         count=p.get("count", len(job.seeds)),
-        generator=job.generator,
+        family=job.family,
         parent_id=job.id,
     )
 
@@ -412,7 +413,7 @@ def build_variation_of(
         steps=p.get("steps"),
         guidance=p.get("guidance"),
         count=1,
-        generator=job.generator,
+        family=job.family,
         parent_id=job.id,
         options={"source_seed": image_seed} if image_seed is not None else None,
     )

@@ -34,6 +34,9 @@ from worker.queue import JobEvent, JobQueue
 
 log = logging.getLogger(__name__)
 
+# How often a running worker says it is alive (`JobQueue.worker_seen`), in seconds.
+SEEN_EVERY_S = 2.0
+
 # (family, model, device, dtype) -> Generator
 GeneratorLoader = Callable[[str, str, Any, Any], Generator]
 
@@ -154,23 +157,39 @@ class Worker:
         done = 0
         await self.queue.requeue_abandoned(max_attempts=self.settings.max_attempts)
         last_sweep = time.monotonic()
-        while not self._stopping.is_set():
-            jobs = await self.queue.claim(self.worker_id, lease_s=self.settings.lease_s)
-            if not jobs:
-                if burst:
-                    break
-                await self.queue.wait_for_work(self.idle_poll_s)
-                if time.monotonic() - last_sweep > self.settings.lease_s / 2:
-                    await self.queue.requeue_abandoned(
-                        max_attempts=self.settings.max_attempts,
-                        held_tokens=[r.job.claim_token for r in self._running.values()],
-                    )
-                    last_sweep = time.monotonic()
-                continue
-            for job in jobs:
-                await self.run_job(job)
-                done += 1
+        # Front doors (the CLI) look there to see whether anyone will run what they queue.
+        await self.queue.worker_seen(self.worker_id)
+        alive = asyncio.create_task(self._say_alive())
+        try:
+            while not self._stopping.is_set():
+                jobs = await self.queue.claim(self.worker_id, lease_s=self.settings.lease_s)
+                if not jobs:
+                    if burst:
+                        break
+                    await self.queue.wait_for_work(self.idle_poll_s)
+                    if time.monotonic() - last_sweep > self.settings.lease_s / 2:
+                        await self.queue.requeue_abandoned(
+                            max_attempts=self.settings.max_attempts,
+                            held_tokens=[r.job.claim_token for r in self._running.values()],
+                        )
+                        last_sweep = time.monotonic()
+                    continue
+                for job in jobs:
+                    await self.run_job(job)
+                    done += 1
+        finally:
+            alive.cancel()
+            await self.queue.worker_gone(self.worker_id)
         return done
+
+    async def _say_alive(self) -> None:
+        """Renew this worker's entry in the queue's list of workers, busy or idle."""
+        while True:
+            await asyncio.sleep(SEEN_EVERY_S)
+            try:
+                await self.queue.worker_seen(self.worker_id)
+            except Exception:  # noqa: BLE001 - a missed beat only makes the CLI run jobs itself
+                log.warning("worker %s could not renew its entry", self.worker_id, exc_info=True)
 
     async def shutdown(self) -> None:
         """Stop: jobs still running are put back on the queue for the next start."""
@@ -290,7 +309,7 @@ class Worker:
         self, job: Job, request: GenerationRequest, progress
     ) -> tuple[GenerationResult, str | None, list[StoredImage]]:
         """Device thread: load, generate, and write the PNGs to the store."""
-        generator = self._generator_for(job.generator, job.model)
+        generator = self._generator_for(job.family, job.model)
         progress(0, request.steps)
         result = generator.generate(request, progress)
         if len(result.images) != len(result.seeds):
@@ -311,7 +330,7 @@ def _png_text(job: Job, seed: int) -> dict[str, str]:
         f"Negative prompt: {p['negative_prompt']}" if p.get("negative_prompt") else "",
         f"Steps: {p.get('steps')}, Guidance: {p.get('guidance')}, Seed: {seed}, "
         f"Size: {p.get('width')}x{p.get('height')}, Model: {job.model}, "
-        f"Generator: {job.generator}, Task: {job.kind}"
+        f"Generator: {job.family}, Task: {job.kind}"
         + (f", Strength: {p['strength']}" if "strength" in p else ""),
     ]
     return {"parameters": "\n".join(x for x in parts if x), "Software": "artbot"}

@@ -4,14 +4,16 @@ operator's `artbot settings` run in-process on the same data directory."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import re
 import time
 
 import pytest
 
-from artbot.cli import main as artbot
+from cli.main import main as artbot
 from storage.db import open_db
 from storage.jobs import JobStore
+from storage.settings import SettingsStore
 from tests.bot.discord_server import Permissions, running_client
 from tests.bot.test_bot import draw, make_bot, result
 
@@ -23,7 +25,10 @@ def operator(bot_settings, monkeypatch, capsys, *argv: str) -> str:
     monkeypatch.setenv("ARTBOT_DATA_DIR", str(bot_settings.data_dir))
     monkeypatch.setenv("ARTBOT_DEFAULT_MODEL", bot_settings.default_model)
     capsys.readouterr()
-    code = artbot(list(argv))
+    # On a thread of its own: the CLI runs its own event loop, and some tests call this
+    # from inside the bot's.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        code = pool.submit(artbot, list(argv)).result()
     out = capsys.readouterr()
     assert code == 0, out.err
     return out.out
@@ -119,7 +124,7 @@ async def test_done_when_quota_settings_blocklist_and_audit(server, bot_settings
         assert re.search(r"daily_quota\s+2\s+\(server\)", shown)
         assert re.search(r"blocklist\s+nasty, /gr\[o0\]ss/\s+\(server\)", shown)
         assert f"{server.owner.id} (discord)  blocklist: (default) -> nasty, /gr[o0]ss/" in shown
-        entries = JobStore(open_db(bot_settings.db_path)).settings.audit(guild)
+        entries = SettingsStore(open_db(bot_settings.db_path)).audit(guild)
         assert [(e.key, e.via, e.old_value, e.new_value) for e in entries] == [
             ("blocklist", "discord", None, ["nasty", "/gr[o0]ss/"]), ("daily_quota", "cli", None, 2)]
         assert entries[0].actor == str(server.owner.id) and entries[1].actor.startswith("local:")

@@ -26,7 +26,7 @@ async def start(server, data_dir, model, token="test-token"):
                ARTBOT_DISCORD_GATEWAY=server.gateway_url, ARTBOT_DATA_DIR=str(data_dir),
                ARTBOT_DEFAULT_MODEL=str(model), ARTBOT_DEFAULT_SIZE="64x64",
                ARTBOT_DEFAULT_STEPS="4", ARTBOT_DEVICE="cpu", HF_HUB_OFFLINE="1")
-    cmd = [str(ARTBOT)] if ARTBOT.exists() else [sys.executable, "-m", "artbot"]
+    cmd = [str(ARTBOT)] if ARTBOT.exists() else [sys.executable, "-m", "cli"]
     return await asyncio.create_subprocess_exec(*cmd, "run", env=env, cwd=ROOT,
                                                 stdout=asyncio.subprocess.PIPE,
                                                 stderr=asyncio.subprocess.PIPE)

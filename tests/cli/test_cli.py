@@ -14,7 +14,7 @@ ARTBOT = Path(sys.executable).parent / "artbot"
 
 def run(args, data_dir, cwd, timeout=120):
     env = dict(os.environ, ARTBOT_DATA_DIR=str(data_dir), HF_HUB_OFFLINE="1", ARTBOT_DEVICE="cpu")
-    cmd = [str(ARTBOT)] if ARTBOT.exists() else [sys.executable, "-m", "artbot"]
+    cmd = [str(ARTBOT)] if ARTBOT.exists() else [sys.executable, "-m", "cli"]
     return subprocess.run(cmd + args, cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout)
 

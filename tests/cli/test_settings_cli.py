@@ -46,3 +46,12 @@ def test_operator_sets_rules_that_the_cli_obeys_when_acting_for_the_server(env):
     assert statuses(data) == ["succeeded"]
     # Without --server the operator's own draws are not the server's business.
     assert run(["draw", "a red heart", "--out", "h2.png"], data, work).returncode == 0
+
+
+def test_settings_help_lists_every_key_the_rules_know(env):  # noqa: F811
+    from worker.server_settings import KEYS
+
+    data, work = env
+    shown = " ".join(run(["settings", "--help"], data, work).stdout.split())  # argparse wraps lines
+    missing = [key for key in KEYS if key not in shown]
+    assert not missing, shown

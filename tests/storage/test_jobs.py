@@ -12,12 +12,19 @@ from storage.db import open_db
 from storage.images import StoredImage
 from storage.jobs import JobStatus, JobStore
 
+# The texts the queue (worker.queue) gives the store for jobs it ends itself.
+CANCELED = "Canceled before it started."
+
+
+def GIVE_UP(attempts: int) -> str:
+    return f"The worker stopped while running this job {attempts} times."
+
 
 def submit(store: JobStore, user: str, prompt: str = "x", max_queued: int = 1000, **kw):
     return store.submit(
         user_id=user,
         kind="draw",
-        generator="diffusion",
+        family="diffusion",
         model="m",
         params={"prompt": prompt},
         seeds=[1],
@@ -114,7 +121,7 @@ def test_complete_is_exactly_once(job_store):
     stale_token = claimed.claim_token
     # The worker is presumed dead; the job is handed to another one.
     job_store.conn.execute("UPDATE jobs SET lease_until = 0 WHERE id = ?", (job.id,))
-    assert job_store.requeue_abandoned(max_attempts=3) == [job.id]
+    assert job_store.requeue_abandoned(max_attempts=3, give_up=GIVE_UP) == [job.id]
     (again,) = job_store.claim("w2", lease_s=60)
     assert again.attempts == 2
     # The first worker wakes up and tries to finish: refused, nothing stored.
@@ -139,7 +146,7 @@ def test_jobs_of_a_dead_local_process_are_requeued_at_once(job_store):
     job_store.claim(f"{socket.gethostname()}:{dead}", lease_s=3600)
     live = submit(job_store, "v")
     job_store.claim(f"{socket.gethostname()}:{os.getppid()}", lease_s=3600)  # a live process
-    assert job_store.requeue_abandoned(max_attempts=3) == [job.id]
+    assert job_store.requeue_abandoned(max_attempts=3, give_up=GIVE_UP) == [job.id]
     assert job_store.get(job.id).status is JobStatus.QUEUED
     assert job_store.get(live.id).status is JobStatus.RUNNING
 
@@ -148,7 +155,7 @@ def test_job_abandoned_too_often_fails_with_a_reason(job_store):
     job = submit(job_store, "u")
     for _ in range(3):
         job_store.claim("elsewhere:1", lease_s=-1)  # lease already over
-        job_store.requeue_abandoned(max_attempts=3)
+        job_store.requeue_abandoned(max_attempts=3, give_up=GIVE_UP)
     failed = job_store.get(job.id)
     assert failed.status is JobStatus.FAILED
     assert "3 times" in failed.error
@@ -159,9 +166,9 @@ def test_cancel_queued_and_running(job_store):
     b = submit(job_store, "v")
     (running,) = job_store.claim("w", lease_s=60)
     queued = b if running.id == a.id else a
-    assert job_store.cancel(queued.id) is JobStatus.CANCELED
-    assert job_store.cancel(running.id) is JobStatus.RUNNING
+    assert job_store.cancel(queued.id, error=CANCELED) is JobStatus.CANCELED
+    assert job_store.cancel(running.id, error=CANCELED) is JobStatus.RUNNING
     ours, cancel = job_store.heartbeat(running.id, running.claim_token, lease_s=60, step=3, total=10)
     assert ours and cancel
     assert job_store.get(running.id).progress_step == 3
-    assert job_store.cancel(12345) is None
+    assert job_store.cancel(12345, error=CANCELED) is None

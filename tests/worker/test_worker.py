@@ -19,7 +19,7 @@ from storage.db import open_db
 from storage.images import ImageStore
 from storage.jobs import JobStatus, JobStore
 from tests.worker.paint import paint_loader
-from worker.jobs import build_draw
+from worker.requests import build_draw
 from worker.policy import Requester
 from worker.queue import LocalJobQueue
 from worker.runner import Worker
@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def spec(settings, prompt="a fox", steps=3, count=1, seed=1, model="paint-model"):
     s = build_draw(settings, prompt=prompt, steps=steps, count=count, seed=seed,
                    size="16x16", model=model)
-    s.generator = "paint"
+    s.family = "paint"
     return s
 
 
@@ -179,7 +179,7 @@ def test_sigkill_mid_job_then_restart_finishes_every_job_exactly_once(settings):
     ids = []
     for i in range(3):
         s = spec(settings, prompt=f"job{i}", steps=40, count=2, seed=100 * i)
-        ids.append(store.submit(user_id=f"u{i}", kind=s.kind, generator=s.generator, model=s.model,
+        ids.append(store.submit(user_id=f"u{i}", kind=s.kind, family=s.family, model=s.model,
                                 params=s.params, seeds=s.seeds, batch_key=s.batch_key,
                                 source="cli", max_queued=10).id)
     cmd = [sys.executable, "-m", "tests.worker.paint", str(settings.data_dir), "0.02"]

@@ -1,0 +1,271 @@
+"""draw, vary and stylize from the shell, on the same path the bot uses.
+
+Each command checks every option and input first (nothing is stored or queued
+for a bad one), then submits the request through the queue and its gate, and
+waits for the job: when a worker already serves this data directory (a
+running `artbot run` or `artbot worker`), that worker runs it and the model
+stays loaded there; otherwise a worker in this process runs it and exits. The
+images are then copied to `--out`.
+
+With `--server GUILD` the job is queued for that Discord server: its rules,
+quota and history apply, exactly as for a member there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import shutil
+import sys
+from pathlib import Path
+
+from artbot.config import Settings
+from artbot.errors import InvalidRequest
+from cli.connect import run_on_queue
+from storage.images import ImageStore, content_address, encode_png
+from storage.jobs import JobStatus
+from worker.policy import Requester
+from worker.queue import JobEvent, JobQueue, LocalJobQueue
+from worker.requests import JobSpec, build_draw, build_stylize, build_vary, read_input_image
+
+# A worker seen this recently (seconds) serves the data directory: the CLI leaves the job to it.
+SERVED_WITHIN_S = 6.0
+
+
+def local_user() -> str:
+    """Who runs the CLI, as the jobs table and the audit name them."""
+    try:
+        name = getpass.getuser()
+    except Exception:  # noqa: BLE001 - no user name in some containers
+        name = "unknown"
+    return f"local:{name}"
+
+
+def output_paths(out: str | None, job_id: int, count: int) -> list[Path]:
+    if out is None:
+        base = Path(f"artbot-{job_id}.png")
+    else:
+        base = Path(out)
+        if base.suffix.lower() != ".png":
+            base = base.with_name(base.name + ".png") if not base.suffix else base.with_suffix(".png")
+    if count == 1:
+        return [base]
+    return [base.with_name(f"{base.stem}-{i + 1}{base.suffix}") for i in range(count)]
+
+
+def check_out(out: str | None) -> None:
+    if out is None:
+        return
+    parent = Path(out).expanduser().resolve().parent
+    if not parent.is_dir():
+        raise InvalidRequest(f"Cannot write {out}: folder {parent} does not exist.")
+
+
+class InputImage:
+    """An image given on the command line, read and checked, not yet stored.
+
+    Its PNG bytes and their content address are known up front, so a request
+    can be built (and refused) before anything is written to the store.
+    """
+
+    def __init__(self, path_text: str, what: str):
+        path = Path(path_text).expanduser()
+        if not path.is_file():
+            raise InvalidRequest(f"{what} {path_text} does not exist or is not a file.")
+        image = read_input_image(path.read_bytes(), name=str(path_text))
+        self.size = image.size
+        self.png = encode_png(image)
+        self.sha256 = content_address(self.png)
+
+    def store(self, images: ImageStore) -> None:
+        images.put_bytes(self.png)
+
+
+# -- submitting and waiting ------------------------------------------------------------
+
+
+class _Progress:
+    """A progress bar on stderr for 'step k of n' (none when stderr is not a terminal)."""
+
+    def __init__(self, job_id: int):
+        self.job_id = job_id
+        self.bar = None
+
+    def show(self, event: JobEvent) -> None:
+        if event.kind != "progress" or not event.total:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=event.total, unit="step", desc=f"job {self.job_id}",
+                            file=sys.stderr, disable=None, leave=False)
+        self.bar.total = event.total
+        self.bar.n = event.step
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+async def _follow(queue: JobQueue, job_id: int, progress: _Progress) -> None:
+    async for event in queue.watch(job_id):
+        progress.show(event)
+
+
+async def submit_and_wait(queue: JobQueue, settings: Settings, spec: JobSpec, *,
+                          server: str | None, state: dict) -> int:
+    """Queue `spec`, let a worker run it, and return the finished job's id."""
+    job = await queue.submit(
+        spec,
+        requester=Requester(user_id=local_user(), source="cli", server_id=server),
+        settings=settings,
+    )
+    state["job_id"] = job.id
+    position = (await queue.positions()).get(job.id)
+    print(f"job {job.id} queued" + (f" (position {position})" if position else ""), file=sys.stderr)
+
+    served_by = await queue.live_workers(within_s=SERVED_WITHIN_S)
+    worker = worker_task = None
+    if served_by:
+        print(f"job {job.id}: the worker {served_by[0]} serves this data directory; waiting",
+              file=sys.stderr)
+    else:
+        from worker.runner import Worker  # torch loads only when this process draws
+
+        worker = Worker(queue, ImageStore(settings.image_dir), settings)
+        worker_task = asyncio.create_task(worker.run(burst=True))
+    progress = _Progress(job.id)
+    watcher = asyncio.create_task(_follow(queue, job.id, progress))
+    try:
+        waits = {watcher} if worker_task is None else {watcher, worker_task}
+        done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        if worker_task in done and not watcher.done():
+            worker_task.result()  # re-raise a crash of the worker itself
+            # The queue ran dry here before this job finished: another process runs it.
+            print(f"job {job.id} is running in another artbot process; waiting", file=sys.stderr)
+        await watcher
+    finally:
+        progress.close()
+        watcher.cancel()
+        if worker is not None:
+            worker.stop()
+            await worker_task
+    return job.id
+
+
+async def save_result(queue: JobQueue, settings: Settings, job_id: int, out: str | None) -> int:
+    """Copy a finished job's images to `out`; the exit status for the job."""
+    job = await queue.get(job_id)
+    if job.status is not JobStatus.SUCCEEDED:
+        print(f"error: job {job.id} {job.status.value}: {job.error}", file=sys.stderr)
+        return 1
+    images = await queue.images(job.id)
+    root = Path(settings.image_dir)
+    for record, path in zip(images, output_paths(out, job.id, len(images))):
+        path = path.expanduser()
+        shutil.copyfile(root / record.path, path)
+        print(f"{path}  seed {record.seed}  {record.width}x{record.height}")
+    print(f"job {job.id} done in {job.run_seconds:.1f}s with {job.model}", file=sys.stderr)
+    note = job.params.get("note")
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    return 0
+
+
+async def _run(settings: Settings, spec: JobSpec, inputs: list[InputImage], out: str | None,
+               server: str | None, state: dict) -> int:
+    images = ImageStore(settings.image_dir)
+    for image in inputs:  # only now: the request has passed every check
+        image.store(images)
+    async with LocalJobQueue(settings.db_path) as queue:
+        job_id = await submit_and_wait(queue, settings, spec, server=server, state=state)
+        return await save_result(queue, settings, job_id, out)
+
+
+def run_request(settings: Settings, spec: JobSpec, out: str | None, *, server: str | None,
+                inputs: list[InputImage] = ()) -> int:
+    """Run one request to the end; Ctrl-C cancels its job (exit status 130)."""
+    state: dict = {}
+    try:
+        return asyncio.run(_run(settings, spec, list(inputs), out, server, state))
+    except KeyboardInterrupt:
+        if "job_id" in state:
+            run_on_queue(settings, lambda queue: queue.cancel(state["job_id"]))
+            print(f"\ninterrupted: job {state['job_id']} canceled", file=sys.stderr)
+        return 130
+
+
+def settings_for_server(settings: Settings, server: str | None) -> Settings:
+    """The settings a request is built with: with --server, that server's defaults and limits."""
+    if not server:
+        return settings
+    if not server.isdigit():
+        raise InvalidRequest(f"--server takes a Discord server id (digits), not {server!r}.")
+
+    return run_on_queue(settings, lambda queue: queue.rules(settings, server)).apply(settings)
+
+
+# -- the commands ---------------------------------------------------------------------
+
+
+def cmd_draw(settings: Settings, args) -> int:
+    check_out(args.out)
+    here = settings_for_server(settings, args.server)
+    spec = build_draw(
+        here,
+        prompt=args.prompt,
+        negative_prompt=args.negative or "",
+        model=args.model,
+        seed=args.seed,
+        steps=args.steps,
+        guidance=args.guidance,
+        size=args.size,
+        count=args.count,
+    )
+    return run_request(settings, spec, args.out, server=args.server)
+
+
+def cmd_vary(settings: Settings, args) -> int:
+    check_out(args.out)
+    here = settings_for_server(settings, args.server)
+    image = InputImage(args.image, "Image")
+    spec = build_vary(
+        here,
+        init_image_sha=image.sha256,
+        init_size=image.size,
+        prompt=args.prompt or "",
+        negative_prompt=args.negative or "",
+        model=args.model,
+        strength=args.strength,
+        seed=args.seed,
+        steps=args.steps,
+        guidance=args.guidance,
+        count=args.count,
+    )
+    return run_request(settings, spec, args.out, server=args.server, inputs=[image])
+
+
+def cmd_stylize(settings: Settings, args) -> int:
+    check_out(args.out)
+    here = settings_for_server(settings, args.server)
+    given = [x for x in (args.style, args.preset, args.prompt) if x]
+    if len(given) != 1:
+        raise InvalidRequest("Give exactly one of --style IMAGE, --preset NAME or --prompt TEXT.")
+    content = InputImage(args.content, "Content image")
+    inputs = [content]
+    style_sha = None
+    if args.style:
+        style = InputImage(args.style, "Style image")
+        inputs.append(style)
+        style_sha = style.sha256
+    elif args.preset:
+        preset = run_on_queue(settings, lambda queue: queue.preset(args.server, args.preset))
+        if preset is None:
+            raise InvalidRequest(f"There is no preset {args.preset!r}; see: artbot preset list")
+        style_sha = preset.image_sha
+    spec = build_stylize(here, content_sha=content.sha256, content_size=content.size,
+                         style_sha=style_sha, prompt=args.prompt, method=args.method,
+                         size=args.size, steps=args.steps, strength=args.strength, seed=args.seed,
+                         keep_colors=args.keep_colors, model=args.model, preset=args.preset)
+    return run_request(settings, spec, args.out, server=args.server, inputs=inputs)

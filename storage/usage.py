@@ -1,0 +1,84 @@
+"""What users have used: the counts behind the queue limit, the cooldown, the
+daily quota and /stats, read from the jobs and images tables.
+
+Nothing is counted separately: a job's images count from the moment it is
+queued, and a job that fails or is canceled simply stops counting, which is
+how the quota refunds it. Works on the caller's connection, so the gate can
+count inside the transaction that inserts a job.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlite_utils
+
+
+class Usage:
+    def __init__(self, db: sqlite_utils.Database):
+        self.db = db
+        self.conn = db.conn
+
+    def pending_count(self, user_id: str) -> int:
+        """The user's jobs waiting or running, in every server."""
+        (n,) = self.conn.execute(
+            "SELECT COUNT(*) FROM jobs WHERE user_id = ? AND status IN ('queued', 'running')",
+            (user_id,),
+        ).fetchone()
+        return n
+
+    def images_since(self, server_id: str | None, user_id: str, since: float) -> int:
+        """Images the user's jobs in this server asked for since `since`.
+
+        Queued, running and succeeded jobs count; failed and canceled ones do
+        not, which is how a job that fails or is canceled gives its images back
+        to the quota.
+        """
+        (n,) = self.conn.execute(
+            "SELECT COALESCE(SUM(json_array_length(seeds)), 0) FROM jobs "
+            "WHERE server_id IS ? AND user_id = ? AND created_at >= ? "
+            "AND status IN ('queued', 'running', 'succeeded')",
+            (server_id, user_id, since),
+        ).fetchone()
+        return int(n)
+
+    def last_job_at(self, server_id: str | None, user_id: str) -> float | None:
+        """When the user last queued a job in this server (for the cooldown)."""
+        (at,) = self.conn.execute(
+            "SELECT MAX(created_at) FROM jobs WHERE server_id IS ? AND user_id = ?",
+            (server_id, user_id),
+        ).fetchone()
+        return at
+
+    def server_stats(self, server_id: str, *, day_start: float, week_start: float,
+                     top: int = 5) -> dict[str, Any]:
+        """Numbers for /stats: images made today and this week, the top users this
+        week, the queue now, and mean wait and generation time per model this week."""
+        def images(since: float) -> int:
+            (n,) = self.conn.execute(
+                "SELECT COUNT(*) FROM images i JOIN jobs j ON j.id = i.job_id "
+                "WHERE j.server_id = ? AND j.created_at >= ?", (server_id, since)).fetchone()
+            return n
+
+        top_users = self.conn.execute(
+            "SELECT j.user_id, COUNT(i.id) AS n FROM jobs j JOIN images i ON i.job_id = j.id "
+            "WHERE j.server_id = ? AND j.created_at >= ? GROUP BY j.user_id "
+            "ORDER BY n DESC, j.user_id LIMIT ?", (server_id, week_start, top)).fetchall()
+        queued, running = self.conn.execute(
+            "SELECT COALESCE(SUM(status = 'queued'), 0), COALESCE(SUM(status = 'running'), 0) "
+            "FROM jobs WHERE server_id = ? AND status IN ('queued', 'running')",
+            (server_id,)).fetchone()
+        (queued_all,) = self.conn.execute(
+            "SELECT COUNT(*) FROM jobs WHERE status = 'queued'").fetchone()
+        models = self.conn.execute(
+            "SELECT model, COUNT(*), AVG(started_at - created_at), AVG(run_seconds) FROM jobs "
+            "WHERE server_id = ? AND created_at >= ? AND status = 'succeeded' "
+            "GROUP BY model ORDER BY COUNT(*) DESC", (server_id, week_start)).fetchall()
+        return {
+            "images_today": images(day_start),
+            "images_week": images(week_start),
+            "top_users": [(user, n) for user, n in top_users],
+            "queued": queued, "running": running, "queued_all_servers": queued_all,
+            "models": [{"model": m, "jobs": n, "mean_wait_s": wait, "mean_run_s": run}
+                       for m, n, wait, run in models],
+        }
