@@ -1,0 +1,53 @@
+"""`artbot draw` when a worker already serves the data directory: the CLI queues
+the job and waits, the worker (with its model loaded) runs it, and the CLI
+process never loads a model itself."""
+
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+
+from tests.cli.test_cli import ARTBOT, env, run  # noqa: F401
+
+
+def test_draw_is_run_by_the_worker_that_serves_the_data_dir(env, tiny_pipeline):  # noqa: F811
+    data, work = env
+    environ = dict(os.environ, ARTBOT_DATA_DIR=str(data), HF_HUB_OFFLINE="1", ARTBOT_DEVICE="cpu")
+    cmd = [str(ARTBOT)] if ARTBOT.exists() else [sys.executable, "-m", "cli"]
+    worker = subprocess.Popen(cmd + ["worker"], cwd=work, env=environ,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:  # the worker is serving once it has its entry
+            db = data / "artbot.db"
+            if db.exists():
+                conn = sqlite3.connect(db)
+                try:
+                    rows = conn.execute("SELECT id FROM workers").fetchall()
+                except sqlite3.OperationalError:  # not migrated yet
+                    rows = []
+                conn.close()
+                if rows:
+                    break
+            time.sleep(0.1)
+        else:
+            raise AssertionError("the worker never said it was serving")
+        r = run(["draw", "a red fox", "--model", str(tiny_pipeline), "--size", "64x64",
+                 "--steps", "2", "--seed", "5", "--out", "fox.png"], data, work)
+        assert r.returncode == 0, r.stderr
+        assert "serves this data directory; waiting" in r.stderr
+        assert (work / "fox.png").is_file() and "seed 5" in r.stdout
+        conn = sqlite3.connect(data / "artbot.db")
+        (worker_id,) = conn.execute("SELECT worker_id FROM jobs").fetchone()
+        conn.close()
+        assert worker_id.endswith(f":{worker.pid}")  # the worker ran it, not the CLI
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+    # Stopped, the worker leaves the list: the next draw runs in the CLI's own process.
+    r = run(["draw", "a red fox", "--model", str(tiny_pipeline), "--size", "64x64",
+             "--steps", "2", "--seed", "5", "--out", "fox2.png"], data, work)
+    assert r.returncode == 0, r.stderr
+    assert "serves this data directory" not in r.stderr
+    assert (work / "fox2.png").read_bytes() == (work / "fox.png").read_bytes()
