@@ -30,6 +30,8 @@ from worker.requests import JobSpec, build_draw, build_stylize, build_vary, read
 
 # A worker seen this recently (seconds) serves the data directory: the CLI leaves the job to it.
 SERVED_WITHIN_S = 6.0
+# After Ctrl-C, how long to wait for this process's worker to stop the job (seconds).
+CANCEL_WAIT_S = 30.0
 
 
 def local_user() -> str:
@@ -113,6 +115,11 @@ async def _follow(queue: JobQueue, job_id: int, progress: _Progress) -> None:
         progress.show(event)
 
 
+async def _until_final(queue: JobQueue, job_id: int) -> None:
+    async for _ in queue.watch(job_id):
+        pass
+
+
 async def submit_and_wait(queue: JobQueue, settings: Settings, spec: JobSpec, *,
                           server: str | None, state: dict) -> int:
     """Queue `spec`, let a worker run it, and return the finished job's id."""
@@ -145,6 +152,15 @@ async def submit_and_wait(queue: JobQueue, settings: Settings, spec: JobSpec, *,
             # The queue ran dry here before this job finished: another process runs it.
             print(f"job {job.id} is running in another artbot process; waiting", file=sys.stderr)
         await watcher
+    except asyncio.CancelledError:
+        # Ctrl-C (asyncio.run cancels this task): cancel the job itself, so that it is
+        # not left to finish unseen. The worker here stops it at its next step; a
+        # worker elsewhere sees the request at its next heartbeat.
+        await queue.cancel(job.id)
+        if worker is not None and worker.cancel_local(job.id):
+            # Before the worker is stopped below, which would put the job back instead.
+            await asyncio.wait_for(_until_final(queue, job.id), CANCEL_WAIT_S)
+        raise
     finally:
         progress.close()
         watcher.cancel()
@@ -191,8 +207,14 @@ def run_request(settings: Settings, spec: JobSpec, out: str | None, *, server: s
         return asyncio.run(_run(settings, spec, list(inputs), out, server, state))
     except KeyboardInterrupt:
         if "job_id" in state:
-            run_on_queue(settings, lambda queue: queue.cancel(state["job_id"]))
-            print(f"\ninterrupted: job {state['job_id']} canceled", file=sys.stderr)
+            job_id = state["job_id"]
+            status = run_on_queue(settings, lambda queue: queue.cancel(job_id))
+            if status is JobStatus.CANCELED:
+                print(f"\ninterrupted: job {job_id} canceled", file=sys.stderr)
+            elif status is JobStatus.RUNNING:
+                print(f"\ninterrupted: job {job_id} will stop at its next step", file=sys.stderr)
+            else:
+                print(f"\ninterrupted: job {job_id} had already {status.value}", file=sys.stderr)
         return 130
 
 
