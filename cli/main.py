@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from artbot import __version__
@@ -217,6 +218,11 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:
+        # `artbot history | head`: the reader left. Say nothing more (Python's advice:
+        # point stdout at devnull so the flush at exit does not raise again).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":
