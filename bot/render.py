@@ -12,7 +12,7 @@ import discord
 from PIL import Image
 
 from bot.i18n import t
-from storage.jobs import ImageRecord, Job
+from storage.jobs import ImageRecord, Job, JobStatus
 
 # Discord embeds: 256-char titles, 4096-char descriptions.
 TITLE_MAX = 250
@@ -51,7 +51,7 @@ def _clip(text: str, n: int) -> str:
 
 
 def failure_text(job: Job) -> str:
-    if job.status.value == "canceled":
+    if job.status is JobStatus.CANCELED:
         return f"{_headline(job)}\n{t('canceled', job.locale, job=job.id)}"
     return f"{_headline(job)}\n{t('failed', job.locale, job=job.id, error=job.error or '?')}"
 
