@@ -69,6 +69,8 @@ class GenerationRequest:
     strength: float = 0.6
     # stylize: the style image, if the style is given as an image.
     style_image: Image.Image | None = None
+    # diffusers models: the sampler, by its A1111 name ("DPM++ 2M Karras"); None: the model's own.
+    sampler: str | None = None
     # Family-specific options (for example the style-transfer method).
     options: dict[str, Any] = field(default_factory=dict)
 

@@ -21,6 +21,7 @@ from generators.base import (
     UnsupportedTask,
 )
 from generators.diffusion.loading import load_pipeline
+from generators.diffusion.samplers import scheduler_for
 
 
 class DiffusionGenerator(Generator):
@@ -56,12 +57,28 @@ class DiffusionGenerator(Generator):
         negative = [request.negative_prompt] * n if request.negative_prompt else None
         return [request.prompt] * n, negative
 
-    def _result(self, output, request: GenerationRequest, **params) -> GenerationResult:
+    def _result(self, output, request: GenerationRequest, pipe, **params) -> GenerationResult:
         nsfw = getattr(output, "nsfw_content_detected", None)
         if nsfw is not None:
             params["nsfw"] = [bool(x) for x in nsfw]
-        params["scheduler"] = type(self.pipe.scheduler).__name__
+        params["scheduler"] = type(pipe.scheduler).__name__
         return GenerationResult(images=list(output.images), seeds=list(request.seeds), params=params)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _sampler(pipe, request: GenerationRequest):
+        """The job's sampler (an A1111 name) for this call only; the model's own
+        scheduler comes back afterwards, so the next job is unaffected."""
+        name = request.sampler
+        if not name:
+            yield
+            return
+        own = pipe.scheduler
+        pipe.scheduler = scheduler_for(name, own)
+        try:
+            yield
+        finally:
+            pipe.scheduler = own
 
     @staticmethod
     @contextlib.contextmanager
@@ -96,7 +113,8 @@ class DiffusionGenerator(Generator):
 
     def draw(self, request: GenerationRequest, progress: ProgressCallback) -> GenerationResult:
         prompts, negatives = self._prompts(request)
-        with torch.inference_mode(), self._safety(self.pipe, request):
+        with torch.inference_mode(), self._safety(self.pipe, request), \
+                self._sampler(self.pipe, request):
             output = self.pipe(
                 prompt=prompts,
                 negative_prompt=negatives,
@@ -108,7 +126,7 @@ class DiffusionGenerator(Generator):
                 callback_on_step_end=self._step_callback(progress),
                 output_type="pil",
             )
-        return self._result(output, request)
+            return self._result(output, request, self.pipe)
 
     def vary(self, request: GenerationRequest, progress: ProgressCallback) -> GenerationResult:
         pipe = self.img2img_pipeline()
@@ -116,7 +134,7 @@ class DiffusionGenerator(Generator):
         if init.size != (request.width, request.height):
             init = init.resize((request.width, request.height), Image.LANCZOS)
         prompts, negatives = self._prompts(request)
-        with torch.inference_mode(), self._safety(pipe, request):
+        with torch.inference_mode(), self._safety(pipe, request), self._sampler(pipe, request):
             output = pipe(
                 prompt=prompts,
                 negative_prompt=negatives,
@@ -128,4 +146,4 @@ class DiffusionGenerator(Generator):
                 callback_on_step_end=self._step_callback(progress),
                 output_type="pil",
             )
-        return self._result(output, request)
+            return self._result(output, request, pipe)
