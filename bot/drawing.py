@@ -20,7 +20,7 @@ from bot import render
 from bot.client import ArtBot
 from bot.errors import refuse
 from bot.posting import job_from_reference, store_upload, submit_from_interaction, variation_spec
-from worker.requests import STRENGTHS, build_draw, build_vary, model_choices, parse_size
+from worker.requests import SAMPLER_NAMES, STRENGTHS, build_draw, build_vary, model_choices, parse_size
 
 SEED_MAX = 2**32 - 1
 
@@ -55,10 +55,13 @@ async def setup(bot: ArtBot) -> None:
         model=_("Which model draws it"), size=_("Shape and size of the image"),
         steps=_("Denoising steps (more is slower, often finer)"),
         seed=_("Seed, to make the same image again"), count=_("How many images (1-4)"),
+        sampler=_("Sampler, as in A1111 (default: the model's own)"),
     )
     @app_commands.rename(prompt=_("prompt"), negative=_("negative"), model=_("model"),
-                         size=_("size"), steps=_("steps"), seed=_("seed"), count=_("count"))
-    @app_commands.choices(size=size_choices(bot))
+                         size=_("size"), steps=_("steps"), seed=_("seed"), count=_("count"),
+                         sampler=_("sampler"))
+    @app_commands.choices(size=size_choices(bot),
+                          sampler=[app_commands.Choice(name=name, value=name) for name in SAMPLER_NAMES])
     @app_commands.autocomplete(model=model_autocomplete)
     async def draw(
         interaction: discord.Interaction,
@@ -69,10 +72,12 @@ async def setup(bot: ArtBot) -> None:
         steps: Optional[app_commands.Range[int, 1, settings.max_steps]] = None,
         seed: Optional[app_commands.Range[int, 0, SEED_MAX]] = None,
         count: app_commands.Range[int, 1, settings.max_count] = 1,
+        sampler: Optional[app_commands.Choice[str]] = None,
     ) -> None:
         here = await bot.settings_for(interaction)  # the server's defaults and limits
         spec = build_draw(here, prompt=prompt, negative_prompt=negative or "", model=model,
-                          size=size.value if size else None, steps=steps, seed=seed, count=count)
+                          size=size.value if size else None, steps=steps, seed=seed, count=count,
+                          sampler=sampler.value if sampler else None)
         await submit_from_interaction(bot, interaction, spec)
 
     @tree.command(name=_("vary"), description=_("Make a variation of an image"))

@@ -67,6 +67,8 @@ def result_embed(job: Job, images: list[ImageRecord], filename: str) -> discord.
     embed.add_field(name=t("field_seeds" if len(images) > 1 else "field_seed", locale), value=seeds)
     embed.add_field(name=t("field_model", locale), value=_clip(short_model(job.model), 100))
     embed.add_field(name=t("field_steps", locale), value=str(p.get("steps")))
+    if p.get("sampler"):
+        embed.add_field(name=t("field_sampler", locale), value=p["sampler"])
     if job.run_seconds is not None:
         embed.add_field(name=t("field_time", locale), value=f"{job.run_seconds:.1f} s")
     if "strength" in p:

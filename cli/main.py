@@ -1,7 +1,7 @@
 """The `artbot` command line.
 
     artbot draw PROMPT [--model M] [--negative TEXT] [--seed N] [--steps N]
-                       [--guidance F] [--size WxH] [--count N] [--out PATH]
+                       [--guidance F] [--sampler NAME] [--size WxH] [--count N] [--out PATH]
     artbot vary IMAGE [--strength F] [--prompt TEXT] [--seed N] [--model M] [--out PATH]
     artbot stylize CONTENT (--style IMAGE | --preset NAME | --prompt TEXT)
                    [--method gatys|adain|diffusion] [--size N] [--steps N] [--strength F]
@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_positive_int, help="seed of the first image (random if not given)")
     p.add_argument("--steps", type=_positive_int, help="denoising steps (default: the default_steps setting, 30)")
     p.add_argument("--guidance", type=float, help="how closely to follow the prompt (default 7.5)")
+    p.add_argument("--sampler", help="diffusers models: a sampler by its A1111 or ComfyUI name, "
+                   "e.g. 'DPM++ 2M Karras', 'Euler a', dpmpp_2m (default: the model's own)")
     p.add_argument("--size", help="WIDTHxHEIGHT, multiples of 8 (default: the default_size setting, 512x512)")
     p.add_argument("--count", type=_positive_int, default=1, help="how many images (default 1)")
     p.add_argument("--out", help="output PNG path (with --count N: PATH-1.png ... PATH-N.png)")
@@ -96,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model, as for draw")
     p.add_argument("--steps", type=_positive_int, help="denoising steps before strength (default 30)")
     p.add_argument("--guidance", type=float, help="prompt guidance (default 7.5)")
+    p.add_argument("--sampler", help="a sampler, as for draw")
     p.add_argument("--count", type=_positive_int, default=1, help="how many variations (default 1)")
     p.add_argument("--out", help="output PNG path")
     p.add_argument("--server", metavar="GUILD",

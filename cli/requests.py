@@ -244,6 +244,7 @@ def cmd_draw(settings: Settings, args) -> int:
         guidance=args.guidance,
         size=args.size,
         count=args.count,
+        sampler=args.sampler,
     )
     return run_request(settings, spec, args.out, server=args.server)
 
@@ -264,6 +265,7 @@ def cmd_vary(settings: Settings, args) -> int:
         steps=args.steps,
         guidance=args.guidance,
         count=args.count,
+        sampler=args.sampler,
     )
     return run_request(settings, spec, args.out, server=args.server, inputs=[image])
 

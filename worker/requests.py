@@ -20,6 +20,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from artbot.config import Settings
 from artbot.errors import InvalidRequest
 from generators.bundled import available, family_of, model_defaults, native_size
+from generators.diffusion import samplers
 from storage.jobs import Job
 
 SEED_LIMIT = 2**32  # seeds are 0 .. 2**32 - 1
@@ -30,6 +31,8 @@ STRENGTHS = {"subtle": 0.35, "strong": 0.7}
 # Largest input image accepted, in pixels (an 8000 x 8000 photo is 64 Mpx).
 MAX_INPUT_PIXELS = 64_000_000
 MAX_PROMPT_CHARS = 1000
+# The samplers a request may name (diffusers models), as A1111 writes them.
+SAMPLER_NAMES = tuple(samplers.SAMPLERS)
 
 
 @dataclass
@@ -56,6 +59,7 @@ class JobSpec:
             "steps": p.get("steps"),
             "guidance": p.get("guidance"),
             "strength": p.get("strength"),
+            "sampler": p.get("sampler"),
         }
         return json.dumps(key, sort_keys=True)
 
@@ -87,6 +91,15 @@ def check_size(width: int, height: int, settings: Settings) -> None:
         raise InvalidRequest(
             f"Size {width}x{height} is outside 8..{settings.max_size} pixels per side."
         )
+
+
+def check_sampler(sampler: str | None, family: str, model: str) -> str | None:
+    """The sampler's A1111 name, for a diffusers model; a clear refusal otherwise."""
+    name = samplers.canonical(sampler)
+    if name is not None and family != "diffusion":
+        raise InvalidRequest(f"{model} samples its own way; a sampler applies to diffusers "
+                             f"models only (leave it out).")
+    return name
 
 
 def pick_seeds(seed: int | None, count: int) -> list[int]:
@@ -124,6 +137,7 @@ def build_draw(
     count: int = 1,
     family: str | None = None,
     parent_id: int | None = None,
+    sampler: str | None = None,
 ) -> JobSpec:
     prompt = (prompt or "").strip()
     if not prompt:
@@ -138,6 +152,7 @@ def build_draw(
     if native and (size is None or not str(size).strip()):
         size = f"{native}x{native}"  # an artbot-trained model draws at its own size
     width, height = parse_size(size, settings)
+    sampler = check_sampler(sampler, family, model)
     seeds = pick_seeds(seed, count)
     return JobSpec(
         kind="draw",
@@ -152,6 +167,7 @@ def build_draw(
             "guidance": guidance,
             "count": count,
             "seed": seeds[0],
+            **({"sampler": sampler} if sampler else {}),
         },
         seeds=seeds,
         parent_id=parent_id,
@@ -174,6 +190,7 @@ def build_vary(
     family: str | None = None,
     parent_id: int | None = None,
     options: dict[str, Any] | None = None,
+    sampler: str | None = None,
 ) -> JobSpec:
     """A variation of a stored image. The output has the input's size, rounded
     down to a multiple of 8 and scaled down to fit `settings.max_size`."""
@@ -193,6 +210,7 @@ def build_vary(
             f"raise the strength or the steps."
         )
     width, height = fit_size(*init_size, settings.max_size)
+    sampler = check_sampler(sampler, family, model)
     seeds = pick_seeds(seed, count)
     return JobSpec(
         kind="vary",
@@ -210,6 +228,7 @@ def build_vary(
             "strength": strength,
             "init_image": init_image_sha,
             **({"options": dict(options)} if options else {}),
+            **({"sampler": sampler} if sampler else {}),
         },
         seeds=seeds,
         parent_id=parent_id,
@@ -359,6 +378,7 @@ def build_reroll(settings: Settings, job: Job, *, prompt: str | None = None) -> 
             family=job.family,
             parent_id=job.id,
             options=p.get("options"),
+            sampler=p.get("sampler"),
         )
     if job.kind == "stylize":
         if job.family == "style":
@@ -383,6 +403,7 @@ def build_reroll(settings: Settings, job: Job, *, prompt: str | None = None) -> 
         count=p.get("count", len(job.seeds)),
         family=job.family,
         parent_id=job.id,
+        sampler=p.get("sampler"),
     )
 
 
@@ -416,4 +437,5 @@ def build_variation_of(
         family=job.family,
         parent_id=job.id,
         options={"source_seed": image_seed} if image_seed is not None else None,
+        sampler=p.get("sampler"),
     )

@@ -302,6 +302,7 @@ class Worker:
             init_image=init,
             strength=float(p.get("strength", 0.6)),
             style_image=style,
+            sampler=p.get("sampler"),
             options=dict(p.get("options", {})),
         )
 
@@ -331,6 +332,7 @@ def _png_text(job: Job, seed: int) -> dict[str, str]:
         f"Steps: {p.get('steps')}, Guidance: {p.get('guidance')}, Seed: {seed}, "
         f"Size: {p.get('width')}x{p.get('height')}, Model: {job.model}, "
         f"Generator: {job.family}, Task: {job.kind}"
-        + (f", Strength: {p['strength']}" if "strength" in p else ""),
+        + (f", Strength: {p['strength']}" if "strength" in p else "")
+        + (f", Sampler: {p['sampler']}" if p.get("sampler") else ""),
     ]
     return {"parameters": "\n".join(x for x in parts if x), "Software": "artbot"}

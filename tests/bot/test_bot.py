@@ -424,3 +424,17 @@ async def test_stylize_with_an_attachment_and_with_an_admins_preset(server, bot_
         answer = await ix.wait_response()
         assert answer["data"]["flags"] & 64 and "one style" in answer["data"]["content"]
     server.assert_clean()
+
+
+@pytest.mark.asyncio
+async def test_draw_with_a_sampler_shows_it_and_rerolls_keep_it(server, bot_settings):
+    async with running_client(server, make_bot(bot_settings)) as bot:
+        message = await result(await draw(server, server.alice, seed=7, sampler="Euler a"))
+        job = await newest_job(bot)
+        assert job.params["sampler"] == "Euler a"
+        fields = {f["name"]: f["value"] for f in message.embeds[0]["fields"]}
+        assert fields["Sampler"] == "Euler a"
+        ix = await server.press_button(server.bob, message, button(message, "ab:reroll"))
+        await result(ix)
+        assert (await newest_job(bot)).params["sampler"] == "Euler a"
+    server.assert_clean()
