@@ -115,14 +115,15 @@ async def _follow(queue: JobQueue, job_id: int, progress: _Progress) -> None:
         progress.show(event)
 
 
-async def _until_final(queue: JobQueue, job_id: int) -> None:
-    async for _ in queue.watch(job_id):
-        pass
-
-
 async def submit_and_wait(queue: JobQueue, settings: Settings, spec: JobSpec, *,
                           server: str | None, state: dict) -> int:
-    """Queue `spec`, let a worker run it, and return the finished job's id."""
+    """Queue `spec`, let a worker run it, and return the finished job's id.
+
+    A worker that serves the data directory runs the job; while waiting, the
+    CLI checks every `SERVED_WITHIN_S` seconds that one still does, and runs
+    the job itself once none is left (a stopped `artbot worker` never leaves
+    it waiting for ever).
+    """
     job = await queue.submit(
         spec,
         requester=Requester(user_id=local_user(), source="cli", server_id=server),
@@ -132,25 +133,41 @@ async def submit_and_wait(queue: JobQueue, settings: Settings, spec: JobSpec, *,
     position = (await queue.positions()).get(job.id)
     print(f"job {job.id} queued" + (f" (position {position})" if position else ""), file=sys.stderr)
 
+    def start_worker():
+        from worker.runner import Worker  # torch loads only when this process draws
+
+        here = Worker(queue, ImageStore(settings.image_dir), settings)
+        return here, asyncio.create_task(here.run(burst=True))
+
+    def say_once(text: str) -> None:
+        if text not in said:
+            said.add(text)
+            print(f"job {job.id}: {text}", file=sys.stderr)
+
+    said: set[str] = set()
     served_by = await queue.live_workers(within_s=SERVED_WITHIN_S)
     worker = worker_task = None
     if served_by:
-        print(f"job {job.id}: the worker {served_by[0]} serves this data directory; waiting",
-              file=sys.stderr)
+        say_once(f"the worker {served_by[0]} serves this data directory; waiting")
     else:
-        from worker.runner import Worker  # torch loads only when this process draws
-
-        worker = Worker(queue, ImageStore(settings.image_dir), settings)
-        worker_task = asyncio.create_task(worker.run(burst=True))
+        worker, worker_task = start_worker()
     progress = _Progress(job.id)
     watcher = asyncio.create_task(_follow(queue, job.id, progress))
     try:
-        waits = {watcher} if worker_task is None else {watcher, worker_task}
-        done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        if worker_task in done and not watcher.done():
-            worker_task.result()  # re-raise a crash of the worker itself
-            # The queue ran dry here before this job finished: another process runs it.
-            print(f"job {job.id} is running in another artbot process; waiting", file=sys.stderr)
+        while not watcher.done():
+            waits = {watcher} if worker_task is None else {watcher, worker_task}
+            done, _ = await asyncio.wait(waits, timeout=SERVED_WITHIN_S,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if watcher in done:
+                break
+            if worker_task in done:
+                worker_task.result()  # re-raise a crash of the worker itself
+                # The queue ran dry here before this job finished: another process runs it.
+                say_once("running in another artbot process; waiting")
+                worker = worker_task = None
+            elif worker_task is None and not await queue.live_workers(within_s=SERVED_WITHIN_S):
+                say_once("no worker serves this data directory any more; running it here")
+                worker, worker_task = start_worker()
         await watcher
     except asyncio.CancelledError:
         # Ctrl-C (asyncio.run cancels this task): cancel the job itself, so that it is
@@ -159,7 +176,8 @@ async def submit_and_wait(queue: JobQueue, settings: Settings, spec: JobSpec, *,
         await queue.cancel(job.id)
         if worker is not None and worker.cancel_local(job.id):
             # Before the worker is stopped below, which would put the job back instead.
-            await asyncio.wait_for(_until_final(queue, job.id), CANCEL_WAIT_S)
+            # The watcher ends with the job's final event.
+            await asyncio.wait({watcher}, timeout=CANCEL_WAIT_S)
         raise
     finally:
         progress.close()

@@ -3,6 +3,7 @@ the job and waits, the worker (with its model loaded) runs it, and the CLI
 process never loads a model itself."""
 
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -11,28 +12,33 @@ import time
 from tests.cli.test_cli import ARTBOT, env, run  # noqa: F401
 
 
-def test_draw_is_run_by_the_worker_that_serves_the_data_dir(env, tiny_pipeline):  # noqa: F811
-    data, work = env
+def start_worker(data, work):
+    """`artbot worker` on the data dir, returned once it has said it is serving."""
     environ = dict(os.environ, ARTBOT_DATA_DIR=str(data), HF_HUB_OFFLINE="1", ARTBOT_DEVICE="cpu")
     cmd = [str(ARTBOT)] if ARTBOT.exists() else [sys.executable, "-m", "cli"]
     worker = subprocess.Popen(cmd + ["worker"], cwd=work, env=environ,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline:  # the worker is serving once it has its entry
+        db = data / "artbot.db"
+        if db.exists():
+            conn = sqlite3.connect(db)
+            try:
+                rows = conn.execute("SELECT id FROM workers").fetchall()
+            except sqlite3.OperationalError:  # not migrated yet
+                rows = []
+            conn.close()
+            if rows:
+                return worker
+        time.sleep(0.1)
+    worker.kill()
+    raise AssertionError("the worker never said it was serving")
+
+
+def test_draw_is_run_by_the_worker_that_serves_the_data_dir(env, tiny_pipeline):  # noqa: F811
+    data, work = env
+    worker = start_worker(data, work)
     try:
-        deadline = time.time() + 60
-        while time.time() < deadline:  # the worker is serving once it has its entry
-            db = data / "artbot.db"
-            if db.exists():
-                conn = sqlite3.connect(db)
-                try:
-                    rows = conn.execute("SELECT id FROM workers").fetchall()
-                except sqlite3.OperationalError:  # not migrated yet
-                    rows = []
-                conn.close()
-                if rows:
-                    break
-            time.sleep(0.1)
-        else:
-            raise AssertionError("the worker never said it was serving")
         r = run(["draw", "a red fox", "--model", str(tiny_pipeline), "--size", "64x64",
                  "--steps", "2", "--seed", "5", "--out", "fox.png"], data, work)
         assert r.returncode == 0, r.stderr
@@ -51,3 +57,20 @@ def test_draw_is_run_by_the_worker_that_serves_the_data_dir(env, tiny_pipeline):
     assert r.returncode == 0, r.stderr
     assert "serves this data directory" not in r.stderr
     assert (work / "fox2.png").read_bytes() == (work / "fox.png").read_bytes()
+
+
+def test_a_worker_that_stops_answering_does_not_leave_the_cli_waiting(env, tiny_pipeline):  # noqa: F811
+    data, work = env
+    worker = start_worker(data, work)
+    worker.send_signal(signal.SIGSTOP)  # alive, but it neither claims nor says it is serving
+    try:
+        r = run(["draw", "a red fox", "--model", str(tiny_pipeline), "--size", "64x64",
+                 "--steps", "2", "--seed", "5", "--out", "fox.png"], data, work, timeout=90)
+    finally:
+        worker.send_signal(signal.SIGCONT)
+        worker.terminate()
+        worker.wait(timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert "serves this data directory; waiting" in r.stderr
+    assert "no worker serves this data directory any more; running it here" in r.stderr
+    assert (work / "fox.png").is_file()
