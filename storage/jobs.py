@@ -32,7 +32,6 @@ from typing import Any, Callable, Iterable, Sequence
 
 import sqlite_utils
 
-from artbot.errors import QueueFull
 from storage.db import fetch_all, fetch_one, transaction
 from storage.images import StoredImage
 from storage.usage import Usage
@@ -185,7 +184,7 @@ class JobStore:
             self._ensure_server(server_id)
             extra = admit(self.db) if admit is not None else None
             if max_queued is not None:
-                check_pending(Usage(self.db), user_id, max_queued)
+                Usage(self.db).check_pending(user_id, max_queued)
             job_params = {**params, **extra} if extra else params
             cur = self.conn.execute(
                 """INSERT INTO jobs (user_id, server_id, channel_id, source, kind, generator,
@@ -508,10 +507,3 @@ class JobStore:
         sql += f" ORDER BY id {'DESC' if newest_first else 'ASC'} LIMIT ?"
         params.append(limit)
         return [Job.from_row(r) for r in self._all(sql, params)]
-
-
-def check_pending(usage: Usage, user_id: str, max_queued: int) -> None:
-    """Raise QueueFull if the user already has `max_queued` jobs waiting or running."""
-    pending = usage.pending_count(user_id)
-    if pending >= max_queued:
-        raise QueueFull(pending, max_queued)

@@ -13,6 +13,8 @@ from typing import Any
 
 import sqlite_utils
 
+from artbot.errors import QueueFull
+
 
 class Usage:
     def __init__(self, db: sqlite_utils.Database):
@@ -26,6 +28,12 @@ class Usage:
             (user_id,),
         ).fetchone()
         return n
+
+    def check_pending(self, user_id: str, max_queued: int) -> None:
+        """Raise QueueFull if the user already has `max_queued` jobs waiting or running."""
+        pending = self.pending_count(user_id)
+        if pending >= max_queued:
+            raise QueueFull(pending, max_queued)
 
     def images_since(self, server_id: str | None, user_id: str, since: float) -> int:
         """Images the user's jobs in this server asked for since `since`.

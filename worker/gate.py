@@ -22,7 +22,6 @@ import sqlite_utils
 
 from artbot.config import Settings
 from artbot.errors import Refusal
-from storage.jobs import check_pending
 from storage.settings import SettingsStore
 from storage.usage import Usage
 from worker.policy import Policy, Requester, family_group
@@ -46,14 +45,14 @@ def admit(db: sqlite_utils.Database, spec: JobSpec, requester: Requester, settin
     policy = Policy.load(SettingsStore(db), settings, requester.server_id, requester.channel_id)
     policy.check(spec, requester, settings)
     usage = Usage(db)
-    check_pending(usage, requester.user_id, policy["max_queued"])
+    usage.check_pending(requester.user_id, policy["max_queued"])
     server = requester.server_id
     if server is not None:
         cooldown = policy["cooldown"]
         last = usage.last_job_at(server, requester.user_id)
         if cooldown and last is not None and now < last + cooldown:
             raise Refusal("cooldown", "Slow down: you can ask again {when}.",
-                                retry_at=last + cooldown)
+                          retry_at=last + cooldown)
         quota = policy.daily_quota(requester.role_ids)
         if quota is not None:
             used = usage.images_since(server, requester.user_id, day_start(now))
@@ -66,8 +65,8 @@ def admit(db: sqlite_utils.Database, spec: JobSpec, requester: Requester, settin
                         "ask for {left} or fewer, or wait until the quota resets {when}.",
                         retry_at=day_start(now) + DAY, left=left, quota=quota, images=images(quota))
                 raise Refusal("quota", "You have used your {images} for today; "
-                                    "the quota resets {when}.", retry_at=day_start(now) + DAY,
-                                    quota=quota, images=images(quota))
+                              "the quota resets {when}.", retry_at=day_start(now) + DAY,
+                              quota=quota, images=images(quota))
     extra: dict[str, Any] = {}
     if policy["spoiler"]:
         extra["spoiler"] = True
@@ -83,7 +82,7 @@ def images(n: int) -> str:
 def gate(spec: JobSpec, requester: Requester, settings: Settings,
          clock: Callable[[], float]) -> Callable[[sqlite_utils.Database], dict[str, Any]]:
     """`admit` bound to one request, as `JobStore.submit(admit=...)` wants it."""
-    return lambda store: admit(store, spec, requester, settings, clock())
+    return lambda db: admit(db, spec, requester, settings, clock())
 
 
 @dataclass

@@ -41,7 +41,6 @@ class JobSpec:
 
     kind: str  # 'draw' | 'vary' | 'stylize'
     family: str  # the generator family: 'diffusion', 'pixel-diffusion', 'gan', 'vae', 'style'
-
     model: str
     params: dict[str, Any]
     seeds: list[int]
