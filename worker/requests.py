@@ -123,6 +123,34 @@ def _check_common(
         raise InvalidRequest(f"Count must be between 1 and {settings.max_count}, not {count}.")
 
 
+def _model_and_defaults(settings: Settings, model: str | None, family: str | None,
+                        steps: int | None, guidance: float | None) -> tuple[str, str, int, float]:
+    """The model a request means, its family, and the steps and guidance it runs with:
+    what was asked, else an artbot-trained model's own defaults, else the operator's."""
+    model = settings.resolve_model(model)
+    family = family or family_of(model)
+    defaults = model_defaults(model) if family != "diffusion" else {}
+    steps = int(defaults.get("steps", settings.default_steps)) if steps is None else int(steps)
+    guidance = float(defaults.get("guidance", DEFAULT_GUIDANCE)) if guidance is None else float(guidance)
+    return model, family, steps, guidance
+
+
+def _image_params(prompt: str, negative_prompt: str, width: int, height: int, steps: int,
+                  guidance: float, seeds: list[int], sampler: str | None) -> dict[str, Any]:
+    """The parameters every drawing job stores (vary adds its own)."""
+    return {
+        "prompt": prompt,
+        "negative_prompt": (negative_prompt or "").strip(),
+        "width": width,
+        "height": height,
+        "steps": steps,
+        "guidance": guidance,
+        "count": len(seeds),
+        "seed": seeds[0],
+        **({"sampler": sampler} if sampler else {}),
+    }
+
+
 def build_draw(
     settings: Settings,
     *,
@@ -141,11 +169,7 @@ def build_draw(
     prompt = (prompt or "").strip()
     if not prompt:
         raise InvalidRequest("The prompt is empty: say what to draw.")
-    model = settings.resolve_model(model)
-    family = family or family_of(model)
-    defaults = model_defaults(model) if family != "diffusion" else {}
-    steps = int(defaults.get("steps", settings.default_steps)) if steps is None else int(steps)
-    guidance = float(defaults.get("guidance", DEFAULT_GUIDANCE)) if guidance is None else float(guidance)
+    model, family, steps, guidance = _model_and_defaults(settings, model, family, steps, guidance)
     _check_common(settings, prompt=prompt, steps=steps, guidance=guidance, count=count)
     native = native_size(model) if family != "diffusion" else None
     if native and (size is None or not str(size).strip()):
@@ -157,17 +181,8 @@ def build_draw(
         kind="draw",
         family=family,
         model=model,
-        params={
-            "prompt": prompt,
-            "negative_prompt": (negative_prompt or "").strip(),
-            "width": width,
-            "height": height,
-            "steps": steps,
-            "guidance": guidance,
-            "count": count,
-            "seed": seeds[0],
-            **({"sampler": sampler} if sampler else {}),
-        },
+        params=_image_params(prompt, negative_prompt, width, height, steps, guidance, seeds,
+                             sampler),
         seeds=seeds,
         parent_id=parent_id,
     )
@@ -196,11 +211,7 @@ def build_vary(
     strength = DEFAULT_STRENGTH if strength is None else float(strength)
     if not 0.0 < strength <= 1.0:
         raise InvalidRequest(f"Strength must be above 0 and at most 1, not {strength}.")
-    model = settings.resolve_model(model)
-    family = family or family_of(model)
-    defaults = model_defaults(model) if family != "diffusion" else {}
-    steps = int(defaults.get("steps", settings.default_steps)) if steps is None else int(steps)
-    guidance = float(defaults.get("guidance", DEFAULT_GUIDANCE)) if guidance is None else float(guidance)
+    model, family, steps, guidance = _model_and_defaults(settings, model, family, steps, guidance)
     prompt = (prompt or "").strip()
     _check_common(settings, prompt=prompt, steps=steps, guidance=guidance, count=count)
     if int(steps * strength) < 1:
@@ -216,18 +227,11 @@ def build_vary(
         family=family,
         model=model,
         params={
-            "prompt": prompt,
-            "negative_prompt": (negative_prompt or "").strip(),
-            "width": width,
-            "height": height,
-            "steps": steps,
-            "guidance": guidance,
-            "count": count,
-            "seed": seeds[0],
+            **_image_params(prompt, negative_prompt, width, height, steps, guidance, seeds,
+                            sampler),
             "strength": strength,
             "init_image": init_image_sha,
             **({"options": dict(options)} if options else {}),
-            **({"sampler": sampler} if sampler else {}),
         },
         seeds=seeds,
         parent_id=parent_id,
