@@ -29,6 +29,26 @@ def tiny_pipeline(tmp_path_factory) -> Path:
     return build_tiny_pipeline(tmp_path_factory.mktemp("models") / "tiny-sd")
 
 
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    """`tiny_models(arch)`: the tiny random-weight pipeline of that architecture
+    ("sd1", "sd2-v", "sdxl", "sd3", "flux", "pixart-sigma"), built on first use and
+    kept for the session; `tiny_models(arch, name)` saves another copy under `name`
+    (a name is how an operator's folder says "turbo")."""
+    from generators.diffusion.tiny import build_tiny_pipeline
+
+    root = tmp_path_factory.mktemp("tiny-models")
+    built: dict[str, Path] = {}
+
+    def get(arch: str, name: str | None = None, **options) -> Path:
+        name = name or f"tiny-{arch}"
+        if name not in built:
+            built[name] = build_tiny_pipeline(root / name, arch=arch, **options)
+        return built[name]
+
+    return get
+
+
 @pytest.fixture
 def settings(tmp_path):
     from artbot.config import Settings
