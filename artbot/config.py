@@ -16,6 +16,14 @@ Example ``artbot.toml``::
     [models]                       # short names usable as --model / model:
     sd15 = "/models/sd15"
     dreamshaper = "Lykon/dreamshaper-8"
+
+    [models.juggernaut]            # the model catalogue: a name with its own defaults
+    source = "/models/juggernautXL_v9.safetensors"
+    config = "/models/sdxl-config" # single files: a diffusers folder with the configs
+    description = "Juggernaut XL: photographs and film stills"
+    sampler = "DPM++ 2M Karras"
+    guidance = 6.0
+    loras = ["film-grain", "detail"]   # the LoRAs allowed with it (all when left out)
 """
 
 from __future__ import annotations
@@ -39,6 +47,66 @@ class ConfigError(UserError):
 
 
 @dataclass
+class ModelEntry:
+    """One model of the catalogue (`[models.NAME]` in artbot.toml): where it comes
+    from and what differs from its architecture's defaults."""
+
+    # A diffusers folder, a single .safetensors/.ckpt file, or a hub id.
+    source: str
+    # Shown in `artbot models` and in Discord's model autocomplete.
+    description: str = ""
+    # The architecture, when detection from the files gets it wrong ("sdxl", "sd2-v", ...).
+    arch: str | None = None
+    # A few-step model (Turbo, Lightning, LCM) its name and config do not reveal.
+    distilled: bool | None = None
+    # Single files: a local diffusers folder holding the configurations (no weights needed).
+    config: str | None = None
+    # Defaults of requests that do not say otherwise.
+    size: str | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    sampler: str | None = None
+    # Skip the last N layers of the CLIP text encoder (Pony and anime models want 2).
+    clip_skip: int | None = None
+    # LoRA names (files in lora_dir, without the suffix) allowed with this model; None: all.
+    loras: list[str] | None = None
+
+    FIELDS = ("source", "description", "arch", "distilled", "config", "size", "steps",
+              "guidance", "sampler", "clip_skip", "loras")
+
+
+def _model_entry(name: str, raw: Any) -> ModelEntry:
+    """`name = "ref"` or a `[models.name]` table -> ModelEntry, checking every field."""
+    if isinstance(raw, str):
+        return ModelEntry(source=raw)
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"models.{name}: give a model reference or a table with source = ...")
+    unknown = sorted(set(raw) - set(ModelEntry.FIELDS))
+    if unknown:
+        raise ConfigError(f"models.{name}: unknown key {unknown[0]!r}; keys: "
+                          f"{', '.join(ModelEntry.FIELDS)}")
+    if not isinstance(raw.get("source"), str) or not raw["source"].strip():
+        raise ConfigError(f"models.{name}: source = \"...\" (a folder, file or hub id) is missing")
+    kinds = {"description": str, "arch": str, "config": str, "size": str, "sampler": str,
+             "distilled": bool, "steps": int, "guidance": (int, float), "clip_skip": int,
+             "loras": list}
+    for key, kind in kinds.items():
+        value = raw.get(key)
+        if value is not None and (not isinstance(value, kind) or
+                                  (kind is int and isinstance(value, bool))):
+            raise ConfigError(f"models.{name}.{key}: {value!r} is not a valid value")
+    if raw.get("clip_skip") is not None and not 1 <= raw["clip_skip"] <= 12:
+        raise ConfigError(f"models.{name}.clip_skip: 1 (no skip) to 12, as A1111 counts it")
+    loras = raw.get("loras")
+    if loras is not None and not all(isinstance(x, str) for x in loras):
+        raise ConfigError(f"models.{name}.loras: a list of LoRA names, as strings")
+    values = dict(raw)
+    if "guidance" in values:
+        values["guidance"] = float(values["guidance"])
+    return ModelEntry(**values)
+
+
+@dataclass
 class Settings:
     # Where the SQLite database and the image store live.
     data_dir: Path = Path("./artbot-data")
@@ -49,8 +117,11 @@ class Settings:
     device: str = "auto"
     # "auto" picks float16 on CUDA and float32 elsewhere; or float16/bfloat16/float32.
     dtype: str = "auto"
-    # Short model names -> model references.
-    models: dict[str, str] = field(default_factory=dict)
+    # The model catalogue: short names -> where each model comes from and its
+    # own defaults (`name = "ref"` or a `[models.name]` table; see ModelEntry).
+    models: dict[str, ModelEntry] = field(default_factory=dict)
+    # A folder of LoRA files (.safetensors); `<lora:NAME:0.8>` names one by its file name.
+    lora_dir: Path | None = None
     # A user may have at most this many jobs queued or running at once.
     max_queued_per_user: int = 10
     # A job running longer than this is stopped and failed (seconds).
@@ -65,8 +136,8 @@ class Settings:
     # Size and steps used when a request gives none.
     default_size: str = "512x512"
     default_steps: int = 30
-    # Largest width or height accepted, in pixels.
-    max_size: int = 1024
+    # Largest width or height accepted, in pixels (SDXL's widest bucket is 1344).
+    max_size: int = 1536
     # Most denoising steps accepted.
     max_steps: int = 150
     # Most images one job may make.
@@ -88,6 +159,10 @@ class Settings:
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).expanduser()
+        if self.lora_dir is not None:
+            self.lora_dir = Path(self.lora_dir).expanduser()
+        self.models = {name: entry if isinstance(entry, ModelEntry) else _model_entry(name, entry)
+                       for name, entry in self.models.items()}
 
     @property
     def db_path(self) -> Path:
@@ -100,7 +175,19 @@ class Settings:
     def resolve_model(self, name: str | None) -> str:
         """The model reference a request means: an alias expanded, or the default."""
         name = (name or "").strip() or self.default_model
-        return self.models.get(name, name)
+        entry = self.models.get(name)
+        return entry.source if entry else name
+
+    def model_entry(self, model: str | None) -> ModelEntry | None:
+        """The catalogue entry of a model, by its name or by where it comes from."""
+        name = (model or "").strip() or self.default_model
+        if name in self.models:
+            return self.models[name]
+        return next((e for e in self.models.values() if e.source == name), None)
+
+    def model_name(self, ref: str) -> str:
+        """The catalogue name of a model reference, or the reference itself."""
+        return next((n for n, e in self.models.items() if e.source == ref), ref)
 
     def safe_dict(self) -> dict[str, Any]:
         """The settings with secrets masked, for logs and `artbot config`."""
@@ -111,6 +198,8 @@ class Settings:
                 value = "set" if value else "not set"
             elif isinstance(value, Path):
                 value = str(value)
+            elif f.name == "models":
+                value = {n: dataclasses.asdict(e) for n, e in value.items()}
             out[f.name] = value
         return out
 
@@ -129,8 +218,12 @@ def _coerce(name: str, raw: Any, target: Any) -> Any:
     try:
         if name == "discord_dev_guild":
             return None if raw in (None, "") else int(raw)
-        if isinstance(target, Path) or name == "data_dir":
-            return Path(raw).expanduser()
+        if isinstance(target, Path) or name in ("data_dir", "lora_dir"):
+            return None if raw in (None, "") else Path(raw).expanduser()
+        if name == "models":
+            if not isinstance(raw, Mapping):
+                raise ValueError("expected a table")
+            return {str(k): _model_entry(str(k), v) for k, v in raw.items()}
         if isinstance(target, bool):
             if isinstance(raw, bool):
                 return raw

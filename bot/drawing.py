@@ -19,20 +19,13 @@ from discord.app_commands import locale_str as _
 from bot import render
 from bot.client import ArtBot
 from bot.errors import refuse
+from bot.i18n import choice_text
 from bot.posting import job_from_reference, store_upload, submit_from_interaction, variation_spec
-from worker.requests import SAMPLER_NAMES, STRENGTHS, build_draw, build_vary, model_choices, parse_size
+from worker.loras import available_loras, parse_lora
+from worker.requests import (SAMPLER_NAMES, STRENGTHS, build_draw, build_vary, model_choices,
+                             size_choices)
 
 SEED_MAX = 2**32 - 1
-
-
-def size_choices(bot: ArtBot) -> list[app_commands.Choice[str]]:
-    """Square, portrait and landscape around the configured default size."""
-    w, h = parse_size(bot.settings.default_size, bot.settings)
-    long_w = min(bot.settings.max_size, (w * 3 // 2) // 8 * 8)
-    long_h = min(bot.settings.max_size, (h * 3 // 2) // 8 * 8)
-    shapes = [("Square", w, h), ("Portrait", w, long_h), ("Landscape", long_w, h)]
-    return [app_commands.Choice(name=_(f"{name} {sw}×{sh}"), value=f"{sw}x{sh}")
-            for name, sw, sh in shapes]
 
 
 async def setup(bot: ArtBot) -> None:
@@ -46,8 +39,40 @@ async def setup(bot: ArtBot) -> None:
         names = [n for n in model_choices(settings)
                  if policy.allows_model(settings.resolve_model(n), settings)]
         current = current.lower()
-        return [app_commands.Choice(name=render.short_model(n)[:100], value=n[:100])
-                for n in dict.fromkeys(names) if current in n.lower()][:25]
+
+        def label(name: str) -> str:
+            entry = settings.models.get(name)
+            shown = render.short_model(name)
+            return f"{shown} · {entry.description}" if entry and entry.description else shown
+
+        return [app_commands.Choice(name=label(n)[:100], value=n[:100])
+                for n in dict.fromkeys(names)
+                if current in n.lower() or current in label(n).lower()][:25]
+
+    async def lora_autocomplete(interaction: discord.Interaction, current: str):
+        """The LoRAs allowed here and with the model chosen so far; `name:0.8` sets a weight."""
+        policy = await bot.rules(interaction.guild_id, interaction.channel_id)
+        model = getattr(interaction.namespace, "model", None) or None
+        entry = settings.model_entry(model)
+        names = [n for n in available_loras(settings) if policy.allows_lora(n)
+                 and (entry is None or entry.loras is None or n in entry.loras)]
+        typed, _, weight = current.partition(":")
+        return [app_commands.Choice(name=f"{n}:{weight}" if weight else n,
+                                    value=f"{n}:{weight}" if weight else n)
+                for n in names if typed.strip().lower() in n.lower()][:25]
+
+    async def size_autocomplete(interaction: discord.Interaction, current: str):
+        """The aspect-ratio sizes of the model chosen so far (or the default one), within
+        the server's largest size; what the member typed is offered as it is too."""
+        here = await bot.settings_for(interaction)
+        model = getattr(interaction.namespace, "model", None) or None
+        sizes = size_choices(here, model)
+        current = current.strip().lower()
+        shown = [app_commands.Choice(name=choice_text(name, interaction.locale), value=value)
+                 for name, value in sizes if current in name.lower() or current in value]
+        if current and not any(c.value == current for c in shown):
+            shown.insert(0, app_commands.Choice(name=current[:100], value=current[:100]))
+        return shown[:25]
 
     @tree.command(name=_("draw"), description=_("Draw images from a text prompt"))
     @app_commands.describe(
@@ -56,28 +81,34 @@ async def setup(bot: ArtBot) -> None:
         steps=_("Denoising steps (more is slower, often finer)"),
         seed=_("Seed, to make the same image again"), count=_("How many images (1-4)"),
         sampler=_("Sampler, as in A1111 (default: the model's own)"),
+        guidance=_("How closely to follow the prompt (default: the model's own)"),
+        lora=_("A LoRA to apply, NAME or NAME:WEIGHT (more: <lora:NAME:0.8> in the prompt)"),
     )
     @app_commands.rename(prompt=_("prompt"), negative=_("negative"), model=_("model"),
                          size=_("size"), steps=_("steps"), seed=_("seed"), count=_("count"),
-                         sampler=_("sampler"))
-    @app_commands.choices(size=size_choices(bot),
-                          sampler=[app_commands.Choice(name=name, value=name) for name in SAMPLER_NAMES])
-    @app_commands.autocomplete(model=model_autocomplete)
+                         sampler=_("sampler"), guidance=_("guidance"), lora=_("lora"))
+    @app_commands.choices(
+        sampler=[app_commands.Choice(name=name, value=name) for name in SAMPLER_NAMES])
+    @app_commands.autocomplete(model=model_autocomplete, size=size_autocomplete,
+                               lora=lora_autocomplete)
     async def draw(
         interaction: discord.Interaction,
         prompt: app_commands.Range[str, 1, 1000],
         negative: Optional[app_commands.Range[str, 1, 1000]] = None,
         model: Optional[str] = None,
-        size: Optional[app_commands.Choice[str]] = None,
+        size: Optional[app_commands.Range[str, 1, 20]] = None,
         steps: Optional[app_commands.Range[int, 1, settings.max_steps]] = None,
         seed: Optional[app_commands.Range[int, 0, SEED_MAX]] = None,
         count: app_commands.Range[int, 1, settings.max_count] = 1,
         sampler: Optional[app_commands.Choice[str]] = None,
+        guidance: Optional[app_commands.Range[float, 0.0, 30.0]] = None,
+        lora: Optional[app_commands.Range[str, 1, 100]] = None,
     ) -> None:
         here = await bot.settings_for(interaction)  # the server's defaults and limits
         spec = build_draw(here, prompt=prompt, negative_prompt=negative or "", model=model,
-                          size=size.value if size else None, steps=steps, seed=seed, count=count,
-                          sampler=sampler.value if sampler else None)
+                          size=size, steps=steps, seed=seed, count=count,
+                          sampler=sampler.value if sampler else None, guidance=guidance,
+                          loras=[parse_lora(lora)] if lora else None)
         await submit_from_interaction(bot, interaction, spec)
 
     @tree.command(name=_("vary"), description=_("Make a variation of an image"))

@@ -27,6 +27,8 @@ COMMAND_ZH: dict[str, str] = {
     "size": "尺寸",
     "steps": "步数",
     "sampler": "采样器",
+    "guidance": "引导强度",
+    "lora": "lora",
     "seed": "种子",
     "count": "数量",
     "image": "图片",
@@ -41,6 +43,9 @@ COMMAND_ZH: dict[str, str] = {
     "Shape and size of the image": "图片的形状和尺寸",
     "Denoising steps (more is slower, often finer)": "去噪步数（越多越慢，通常更精细）",
     "Sampler, as in A1111 (default: the model's own)": "采样器，与 A1111 中的名称相同（默认：模型自带的）",
+    "How closely to follow the prompt (default: the model's own)": "多大程度上遵循提示词（默认：模型自带的）",
+    "A LoRA to apply, NAME or NAME:WEIGHT (more: <lora:NAME:0.8> in the prompt)":
+        "要使用的 LoRA，写作 名称 或 名称:权重（更多个：在提示词中写 <lora:名称:0.8>）",
     "Seed, to make the same image again": "种子，用来再次生成同一张图",
     "How many images (1-4)": "生成几张图（1-4）",
     "Make a variation of an image": "生成一张图片的变体",
@@ -186,6 +191,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "The model {model} is not allowed here; allowed: {allowed}.",
         "zh": "这里不允许使用模型 {model}；允许的模型：{allowed}。",
     },
+    "lora": {"en": "The LoRA {lora} is not allowed here; allowed: {allowed}.",
+             "zh": "这里不允许使用 LoRA {lora}；允许的有：{allowed}。"},
     "family": {"en": "{family} models are not allowed here.", "zh": "这里不允许使用 {family} 类模型。"},
     "limit": {"en": "This server allows at most {limit} {what}.", "zh": "本服务器最多允许 {limit}（{what}）。"},
     "settings_title": {"en": "artbot rules of {server}", "zh": "{server} 的 artbot 规则"},
@@ -220,6 +227,9 @@ MESSAGES: dict[str, dict[str, str]] = {
     "field_model": {"en": "Model", "zh": "模型"},
     "field_steps": {"en": "Steps", "zh": "步数"},
     "field_sampler": {"en": "Sampler", "zh": "采样器"},
+    "field_guidance": {"en": "Guidance", "zh": "引导强度"},
+    "field_loras": {"en": "LoRAs", "zh": "LoRA"},
+    "field_note": {"en": "Note", "zh": "说明"},
     "field_time": {"en": "Time", "zh": "耗时"},
     "field_parent": {"en": "Variation of", "zh": "变体来源"},
     "field_strength": {"en": "Strength", "zh": "强度"},
@@ -295,3 +305,12 @@ class ArtTranslator(app_commands.Translator):
         if word in COMMAND_ZH and rest:
             return f"{COMMAND_ZH[word]} {rest}"
         return None
+
+
+def choice_text(text: str, locale: discord.Locale | str | None) -> str:
+    """An autocomplete choice such as "Landscape 1216×832 (19:13)" in the user's language
+    (autocomplete answers are not translated at sync time like fixed choices)."""
+    if str(locale) != str(discord.Locale.chinese):
+        return text
+    word, _, rest = text.partition(" ")
+    return f"{COMMAND_ZH[word]} {rest}" if word in COMMAND_ZH and rest else text

@@ -69,6 +69,13 @@ def result_embed(job: Job, images: list[ImageRecord], filename: str) -> discord.
     embed.add_field(name=t("field_steps", locale), value=str(p.get("steps")))
     if p.get("sampler"):
         embed.add_field(name=t("field_sampler", locale), value=p["sampler"])
+    if p.get("guidance") is not None and job.kind != "stylize":
+        embed.add_field(name=t("field_guidance", locale), value=f"{p['guidance']:g}")
+    if p.get("loras"):
+        embed.add_field(name=t("field_loras", locale), value=_clip(", ".join(
+            f"{x['name']}:{x['weight']:g}" for x in p["loras"]), 200))
+    for note in p.get("notes", []):
+        embed.add_field(name=t("field_note", locale), value=_clip(note, 200), inline=False)
     if job.run_seconds is not None:
         embed.add_field(name=t("field_time", locale), value=f"{job.run_seconds:.1f} s")
     if "strength" in p:

@@ -39,6 +39,7 @@ from artbot import __version__
 from artbot.config import load_settings
 from artbot.errors import UserError
 from cli.listing import cmd_cancel, cmd_history, cmd_jobs
+from cli.models import cmd_models
 from cli.requests import cmd_draw, cmd_stylize, cmd_vary
 from cli.rules import cmd_preset, cmd_settings
 from cli.serve import cmd_run, cmd_train, cmd_worker
@@ -76,11 +77,17 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: the configured default model)")
     p.add_argument("--negative", help="what to keep out of the image")
     p.add_argument("--seed", type=_positive_int, help="seed of the first image (random if not given)")
-    p.add_argument("--steps", type=_positive_int, help="denoising steps (default: the default_steps setting, 30)")
-    p.add_argument("--guidance", type=float, help="how closely to follow the prompt (default 7.5)")
+    p.add_argument("--steps", type=_positive_int, help="denoising steps (default: the model's own: "
+                   "30 for SD and SDXL, 4 for Turbo and Flux schnell, see `artbot models`)")
+    p.add_argument("--guidance", type=float, help="how closely to follow the prompt (default: the "
+                   "model's own, e.g. 7.5 for SD 1.x, 3.5 for Flux dev, 0 for Turbo)")
     p.add_argument("--sampler", help="diffusers models: a sampler by its A1111 or ComfyUI name, "
                    "e.g. 'DPM++ 2M Karras', 'Euler a', dpmpp_2m (default: the model's own)")
-    p.add_argument("--size", help="WIDTHxHEIGHT, multiples of 8 (default: the default_size setting, 512x512)")
+    p.add_argument("--lora", action="append", metavar="NAME[:WEIGHT]",
+                   help="apply a LoRA from the lora_dir folder (repeatable; or write "
+                   "<lora:NAME:0.8> in the prompt)")
+    p.add_argument("--size", help="WIDTHxHEIGHT, multiples of 8 (16 for SD3, Flux, "
+                   "PixArt) (default: the model's native size, e.g. 1024x1024 for SDXL)")
     p.add_argument("--count", type=_positive_int, default=1, help="how many images (default 1)")
     p.add_argument("--out", help="output PNG path (with --count N: PATH-1.png ... PATH-N.png)")
     p.add_argument("--server", metavar="GUILD",
@@ -96,9 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--negative", help="what to keep out of the image")
     p.add_argument("--seed", type=_positive_int, help="seed (random if not given)")
     p.add_argument("--model", help="model, as for draw")
-    p.add_argument("--steps", type=_positive_int, help="denoising steps before strength (default 30)")
-    p.add_argument("--guidance", type=float, help="prompt guidance (default 7.5)")
+    p.add_argument("--steps", type=_positive_int, help="denoising steps before strength (default: the model's own)")
+    p.add_argument("--guidance", type=float, help="prompt guidance (default: the model's own)")
     p.add_argument("--sampler", help="a sampler, as for draw")
+    p.add_argument("--lora", action="append", metavar="NAME[:WEIGHT]", help="a LoRA, as for draw")
     p.add_argument("--count", type=_positive_int, default=1, help="how many variations (default 1)")
     p.add_argument("--out", help="output PNG path")
     p.add_argument("--server", metavar="GUILD",
@@ -135,6 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?")
     p.add_argument("image", nargs="?")
     p.set_defaults(func=cmd_preset)
+
+    p = sub.add_parser("models", help="list the models requests may name, with their defaults",
+                       description="List the models a request may name: the default model, the "
+                       "catalogue in artbot.toml ([models]) and the bundled ones, each with its "
+                       "architecture, source, defaults, what it can do, the memory it needs and "
+                       "whether a running worker has it loaded. Reads the files; loads nothing.")
+    p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("history", help="list recent jobs with their prompts and seeds",
                        description="List recent jobs: prompt, model, the seed of each image, status, time.")

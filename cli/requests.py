@@ -24,6 +24,7 @@ from artbot.errors import InvalidRequest
 from cli.connect import run_on_queue
 from storage.images import ImageStore, content_address, encode_png
 from storage.jobs import JobStatus
+from worker.loras import parse_lora
 from worker.policy import Requester
 from worker.queue import JobEvent, JobQueue, LocalJobQueue
 from worker.requests import JobSpec, build_draw, build_stylize, build_vary, read_input_image
@@ -201,6 +202,8 @@ async def save_result(queue: JobQueue, settings: Settings, job_id: int, out: str
         shutil.copyfile(root / record.path, path)
         print(f"{path}  seed {record.seed}  {record.width}x{record.height}")
     print(f"job {job.id} done in {job.run_seconds:.1f}s with {job.model}", file=sys.stderr)
+    for note in job.params.get("notes", []):
+        print(f"note: {note}", file=sys.stderr)
     note = job.params.get("note")
     if note:
         print(f"note: {note}", file=sys.stderr)
@@ -263,6 +266,7 @@ def cmd_draw(settings: Settings, args) -> int:
         size=args.size,
         count=args.count,
         sampler=args.sampler,
+        loras=[parse_lora(x) for x in args.lora or []],
     )
     return run_request(settings, spec, args.out, server=args.server)
 
@@ -284,6 +288,7 @@ def cmd_vary(settings: Settings, args) -> int:
         guidance=args.guidance,
         count=args.count,
         sampler=args.sampler,
+        loras=[parse_lora(x) for x in args.lora or []],
     )
     return run_request(settings, spec, args.out, server=args.server, inputs=[image])
 

@@ -71,6 +71,10 @@ class GenerationRequest:
     style_image: Image.Image | None = None
     # diffusers models: the sampler, by its A1111 name ("DPM++ 2M Karras"); None: the model's own.
     sampler: str | None = None
+    # diffusers models: LoRAs as (name, file, weight), applied to this request only.
+    loras: list[tuple[str, str, float]] = field(default_factory=list)
+    # diffusers CLIP models: A1111's "Clip skip" (1: all layers; 2: from the second-to-last).
+    clip_skip: int | None = None
     # Family-specific options (for example the style-transfer method).
     options: dict[str, Any] = field(default_factory=dict)
 

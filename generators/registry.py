@@ -20,7 +20,9 @@ FAMILIES: dict[str, str] = {
 }
 
 
-def load_generator(family: str, model: str, device, dtype):
+def load_generator(family: str, model: str, device, dtype, **options):
+    """Load `model` with its family's class; `options` are the family's own (diffusion:
+    `config` and `arch` of a single checkpoint file, from the operator's catalogue)."""
     try:
         target = FAMILIES[family]
     except KeyError:
@@ -29,4 +31,4 @@ def load_generator(family: str, model: str, device, dtype):
         ) from None
     module_name, _, class_name = target.partition(":")
     cls = getattr(importlib.import_module(module_name), class_name)
-    return cls.load(model, device, dtype)
+    return cls.load(model, device, dtype, **options)

@@ -36,3 +36,27 @@ def test_bad_values_are_named(tmp_path):
     cfg.write_text("colour = 'red'\n")
     with pytest.raises(ConfigError, match="unknown setting 'colour'"):
         load_settings({"ARTBOT_CONFIG": str(cfg)})
+
+
+def test_model_catalogue_tables_with_their_own_defaults(tmp_path):
+    cfg = tmp_path / "artbot.toml"
+    cfg.write_text(
+        'lora_dir = "~/loras"\n'
+        '[models]\nfox = "/m/fox"\n'
+        '[models.juggernaut]\nsource = "/m/juggernautXL.safetensors"\nconfig = "/m/sdxl"\n'
+        'description = "photographs"\nsampler = "DPM++ 2M Karras"\nguidance = 6\nsteps = 25\n'
+        'loras = ["film"]\nclip_skip = 2\n')
+    s = load_settings({"ARTBOT_CONFIG": str(cfg)})
+    assert s.lora_dir == Path("~/loras").expanduser()
+    assert s.resolve_model("juggernaut") == "/m/juggernautXL.safetensors"
+    entry = s.model_entry("juggernaut")
+    assert s.model_entry("/m/juggernautXL.safetensors") is entry  # a stored job names its source
+    assert (entry.guidance, entry.steps, entry.loras, entry.clip_skip) == (6.0, 25, ["film"], 2)
+    assert s.model_entry("fox").description == "" and s.model_name("/m/fox") == "fox"
+    for bad, message in [('[models.x]\nconfig = "/c"\n', "source"),
+                         ('[models.x]\nsource = "/s"\nstep = 4\n', "unknown key 'step'"),
+                         ('[models.x]\nsource = "/s"\nsteps = "many"\n', "models.x.steps"),
+                         ('[models.x]\nsource = "/s"\nloras = [1]\n', "models.x.loras")]:
+        cfg.write_text(bad)
+        with pytest.raises(ConfigError, match=message):
+            load_settings({"ARTBOT_CONFIG": str(cfg)})

@@ -24,7 +24,7 @@ from generators.bundled import family_of
 from storage.settings import SettingsStore
 from worker.prompts import Blocklist
 from worker.requests import model_choices
-from worker.server_settings import KEYS, defaults, key_of, parse_value
+from worker.server_settings import KEYS, NO_LORAS, defaults, key_of, parse_value
 
 
 # -- who is asking -------------------------------------------------------------------------
@@ -82,6 +82,10 @@ class Policy:
             return False
         return self.allows_family(family_group(family_of(model)))
 
+    def allows_lora(self, name: str) -> bool:
+        allowed = self["allowed_loras"]
+        return not allowed or name in allowed
+
     def allows_family(self, family: str) -> bool:
         allowed = self["allowed_families"]
         return not allowed or family in allowed
@@ -133,6 +137,11 @@ class Policy:
             raise Refusal("model", "The model {model} is not allowed here; allowed: {allowed}.",
                                 model=spec.model, allowed=", ".join(self["allowed_models"]) or "-")
         p = spec.params
+        for lora in p.get("loras", []):
+            if not self.allows_lora(lora["name"]):
+                allowed = [x for x in self["allowed_loras"] if x != NO_LORAS]
+                raise Refusal("lora", "The LoRA {lora} is not allowed here; allowed: {allowed}.",
+                              lora=lora["name"], allowed=", ".join(allowed) or "none")
         if family != "style" and p.get("steps", 0) > self["max_steps"]:
             raise Refusal("limit", "This server allows at most {limit} {what}.",
                                 limit=self["max_steps"], what="steps")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import re
 import secrets
 from dataclasses import dataclass
@@ -17,10 +18,13 @@ from typing import Any
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from artbot.config import Settings
+from artbot.config import ConfigError, Settings
 from artbot.errors import InvalidRequest
 from generators.bundled import available, family_of, model_defaults, native_size
-from generators.diffusion import samplers
+from generators.diffusion import profiles, samplers
+from generators.diffusion.lora import is_lora_file
+from generators.diffusion.profiles import Profile
+from worker.loras import take_loras
 from storage.jobs import Job
 
 SEED_LIMIT = 2**32  # seeds are 0 .. 2**32 - 1
@@ -59,46 +63,138 @@ class JobSpec:
             "guidance": p.get("guidance"),
             "strength": p.get("strength"),
             "sampler": p.get("sampler"),
+            "loras": p.get("loras"),
         }
         return json.dumps(key, sort_keys=True)
 
 
 def model_choices(settings: Settings) -> list[str]:
     """Model names to offer: the default, the configured short names, the bundled models."""
-    return list(dict.fromkeys([settings.default_model, *settings.models, *available()]))
+    default = settings.model_name(settings.resolve_model(None))
+    return list(dict.fromkeys([default, *settings.models, *available()]))
 
 
-def parse_size(text: str | None, settings: Settings) -> tuple[int, int]:
-    """'512x768' -> (512, 768), checking the limits Stable Diffusion needs."""
+def parse_size(text: str | None, settings: Settings, multiple: int = 8) -> tuple[int, int]:
+    """'512x768' -> (512, 768), checking the limits the model needs."""
     if text is None or not str(text).strip():
         text = settings.default_size
     m = re.fullmatch(r"\s*(\d{1,5})\s*[xX×*]\s*(\d{1,5})\s*", str(text))
     if not m:
         raise InvalidRequest(f"Size {text!r} is not WIDTHxHEIGHT, for example 512x512.")
     width, height = int(m.group(1)), int(m.group(2))
-    check_size(width, height, settings)
+    check_size(width, height, settings, multiple)
     return width, height
 
 
-def check_size(width: int, height: int, settings: Settings) -> None:
-    if width % 8 or height % 8:
+def check_size(width: int, height: int, settings: Settings, multiple: int = 8) -> None:
+    if width % multiple or height % multiple:
         raise InvalidRequest(
-            f"Size {width}x{height} is not a multiple of 8 in both directions "
-            f"(try {max(8, width // 8 * 8)}x{max(8, height // 8 * 8)})."
+            f"Size {width}x{height} is not a multiple of {multiple} in both directions, as "
+            f"this model needs (try {max(multiple, width // multiple * multiple)}x"
+            f"{max(multiple, height // multiple * multiple)})."
         )
-    if not (8 <= width <= settings.max_size and 8 <= height <= settings.max_size):
+    if not (multiple <= width <= settings.max_size and multiple <= height <= settings.max_size):
         raise InvalidRequest(
-            f"Size {width}x{height} is outside 8..{settings.max_size} pixels per side."
+            f"Size {width}x{height} is outside {multiple}..{settings.max_size} pixels per side."
         )
 
 
-def check_sampler(sampler: str | None, family: str, model: str) -> str | None:
-    """The sampler's A1111 name, for a diffusers model; a clear refusal otherwise."""
+def model_profile(settings: Settings, model: str, family: str | None = None) -> Profile | None:
+    """A diffusers model's architecture profile with the catalogue's overrides applied
+    (None for artbot's own families, which carry their defaults in their config)."""
+    if (family or family_of(model)) != "diffusion":
+        return None
+    entry = settings.model_entry(model)
+    ref = settings.resolve_model(model)
+    if ref.lower().endswith(".safetensors") and is_lora_file(ref):
+        name = ref.replace("\\", "/").rsplit("/", 1)[-1]
+        raise InvalidRequest(
+            f"{name} is a LoRA, not a model: put it in the lora_dir folder and name it in the "
+            f"prompt, <lora:{name[:-len('.safetensors')]}:0.8>, with a model it was made for.")
+    if entry is not None and entry.arch:
+        if entry.arch not in profiles.ARCHITECTURES:
+            raise ConfigError(f"models: arch {entry.arch!r} of {settings.model_name(ref)} is not "
+                              f"one of {', '.join(profiles.ARCHITECTURES)}")
+        profile = profiles.with_configs(profiles.base_profile(entry.arch), ref, entry.config)
+    else:
+        profile = profiles.detect(ref, config=entry.config if entry else None)
+    if entry is None:
+        return profile
+    if entry.distilled and not profile.distilled:
+        profile = profiles.distilled(profile)
+    changes: dict[str, Any] = {"detected_from": profile.detected_from}
+    if entry.steps is not None:
+        changes["steps"] = entry.steps
+    if entry.guidance is not None:
+        changes["guidance"] = entry.guidance
+    if entry.size:
+        try:
+            w, h = parse_size(entry.size, settings, profile.multiple)
+        except InvalidRequest as exc:
+            raise ConfigError(f"models: size of {settings.model_name(ref)}: {exc}") from None
+        changes["native"] = (w, h)
+    return profile.with_overrides(**changes)
+
+
+def default_size(profile: Profile, settings: Settings) -> tuple[int, int]:
+    """The model's native size, scaled down to fit the operator's largest side."""
+    return fit_size(*profile.native, settings.max_size, profile.multiple)
+
+
+def size_choices(settings: Settings, model: str | None,
+                 max_side: int | None = None) -> list[tuple[str, str]]:
+    """(label, WIDTHxHEIGHT) of the sizes to offer for a model: its aspect-ratio
+    buckets at its native size within the limits; the configured default size for
+    models without a profile."""
+    model = settings.resolve_model(model)
+    limit = min(settings.max_size, max_side or settings.max_size)
+    try:
+        profile = model_profile(settings, model)
+    except ConfigError:
+        profile = None
+    if profile is None:
+        native = native_size(model)
+        if native:
+            return [(f"Square {native}×{native}", f"{native}x{native}")]
+        w, h = parse_size(settings.default_size, settings)
+        sizes = [(w, h), (w, min(limit, h * 3 // 2 // 8 * 8)), (min(limit, w * 3 // 2 // 8 * 8), h)]
+    else:
+        sizes = profile.sizes(limit) or [default_size(profile, settings)]
+    out = []
+    for w, h in sizes:
+        g = math.gcd(w, h)
+        shape = "Square" if w == h else "Landscape" if w > h else "Portrait"
+        out.append((f"{shape} {w}×{h} ({w // g}:{h // g})" if w != h else f"{shape} {w}×{h}",
+                    f"{w}x{h}"))
+    return out
+
+
+def check_sampler(sampler: str | None, family: str, model: str,
+                  profile: Profile | None = None) -> str | None:
+    """The sampler's A1111 name, for a diffusers model that takes one; a clear refusal otherwise."""
     name = samplers.canonical(sampler)
     if name is not None and family != "diffusion":
         raise InvalidRequest(f"{model} samples its own way; a sampler applies to diffusers "
                              f"models only (leave it out).")
+    if name is not None and profile is not None and not profile.samplers:
+        raise InvalidRequest(f"{profile.label} samples with its own flow-matching scheduler; "
+                             f"it cannot take the sampler {name} (leave it out).")
     return name
+
+
+def check_negative(negative_prompt: str, guidance: float, profile: Profile | None) -> str:
+    """The negative prompt, where the model will really use it; refused where it would not."""
+    negative = (negative_prompt or "").strip()
+    if not negative or profile is None:
+        return negative
+    if not profile.negative_prompt:
+        raise InvalidRequest(f"{profile.label} has no negative prompt; leave it out and say in "
+                             f"the prompt what you want instead.")
+    if guidance <= 1.0:
+        raise InvalidRequest(f"At guidance {guidance:g} the model draws without classifier-free "
+                             f"guidance, so a negative prompt would do nothing; raise the guidance "
+                             f"above 1 or leave the negative prompt out.")
+    return negative
 
 
 def pick_seeds(seed: int | None, count: int) -> list[int]:
@@ -123,20 +219,47 @@ def _check_common(
         raise InvalidRequest(f"Count must be between 1 and {settings.max_count}, not {count}.")
 
 
+@dataclass
+class ModelChoice:
+    """The model a request means, with what it runs with when the request does not say."""
+
+    model: str  # the reference stored with the job
+    family: str
+    profile: Profile | None  # diffusers models only
+    steps: int
+    guidance: float
+    sampler: str | None
+    clip_skip: int | None = None  # the catalogue's, for CLIP models
+
+
 def _model_and_defaults(settings: Settings, model: str | None, family: str | None,
-                        steps: int | None, guidance: float | None) -> tuple[str, str, int, float]:
-    """The model a request means, its family, and the steps and guidance it runs with:
-    what was asked, else an artbot-trained model's own defaults, else the operator's."""
+                        steps: int | None, guidance: float | None,
+                        sampler: str | None = None) -> ModelChoice:
+    """The model a request means, its family, and the steps, guidance and sampler it runs
+    with: what was asked, else the catalogue's values for the model, else its
+    architecture's (diffusers) or its own config's (artbot-trained models), else the
+    operator's defaults."""
+    entry = settings.model_entry(model)
     model = settings.resolve_model(model)
     family = family or family_of(model)
-    defaults = model_defaults(model) if family != "diffusion" else {}
+    profile = model_profile(settings, model, family)
+    if profile is not None:
+        defaults = {"steps": min(profile.steps, settings.max_steps), "guidance": profile.guidance}
+    else:
+        defaults = model_defaults(model)
     steps = int(defaults.get("steps", settings.default_steps)) if steps is None else int(steps)
     guidance = float(defaults.get("guidance", DEFAULT_GUIDANCE)) if guidance is None else float(guidance)
-    return model, family, steps, guidance
+    if sampler is None and entry is not None and entry.sampler and family == "diffusion":
+        sampler = entry.sampler
+    sampler = check_sampler(sampler, family, model, profile)
+    clip_skip = entry.clip_skip if entry is not None and profile is not None and \
+        profile.weighting else None
+    return ModelChoice(model, family, profile, steps, guidance, sampler, clip_skip)
 
 
 def _image_params(prompt: str, negative_prompt: str, width: int, height: int, steps: int,
-                  guidance: float, seeds: list[int], sampler: str | None) -> dict[str, Any]:
+                  guidance: float, seeds: list[int], sampler: str | None,
+                  loras: list[dict[str, Any]], clip_skip: int | None = None) -> dict[str, Any]:
     """The parameters every drawing job stores (vary adds its own)."""
     return {
         "prompt": prompt,
@@ -148,6 +271,8 @@ def _image_params(prompt: str, negative_prompt: str, width: int, height: int, st
         "count": len(seeds),
         "seed": seeds[0],
         **({"sampler": sampler} if sampler else {}),
+        **({"loras": loras} if loras else {}),
+        **({"clip_skip": clip_skip} if clip_skip else {}),
     }
 
 
@@ -165,24 +290,33 @@ def build_draw(
     family: str | None = None,
     parent_id: int | None = None,
     sampler: str | None = None,
+    loras: list[tuple[str, float]] | None = None,
 ) -> JobSpec:
-    prompt = (prompt or "").strip()
+    """A text-to-image job. `<lora:name:weight>` tags in the prompt, and `loras`,
+    name the LoRAs it applies."""
+    choice = _model_and_defaults(settings, model, family, steps, guidance, sampler)
+    prompt, lora_list = take_loras(prompt, settings, model=choice.model, profile=choice.profile,
+                                   entry=settings.model_entry(choice.model), named=loras)
     if not prompt:
         raise InvalidRequest("The prompt is empty: say what to draw.")
-    model, family, steps, guidance = _model_and_defaults(settings, model, family, steps, guidance)
-    _check_common(settings, prompt=prompt, steps=steps, guidance=guidance, count=count)
-    native = native_size(model) if family != "diffusion" else None
-    if native and (size is None or not str(size).strip()):
-        size = f"{native}x{native}"  # an artbot-trained model draws at its own size
-    width, height = parse_size(size, settings)
-    sampler = check_sampler(sampler, family, model)
+    _check_common(settings, prompt=prompt, steps=choice.steps, guidance=choice.guidance,
+                  count=count)
+    profile = choice.profile
+    negative_prompt = check_negative(negative_prompt, choice.guidance, profile)
+    if size is None or not str(size).strip():
+        if profile is not None:  # a diffusers model draws at its architecture's size
+            size = "{}x{}".format(*default_size(profile, settings))
+        elif native_size(choice.model):  # an artbot-trained model at its own size
+            size = f"{native_size(choice.model)}x{native_size(choice.model)}"
+    width, height = parse_size(size, settings, profile.multiple if profile else 8)
     seeds = pick_seeds(seed, count)
     return JobSpec(
         kind="draw",
-        family=family,
-        model=model,
-        params=_image_params(prompt, negative_prompt, width, height, steps, guidance, seeds,
-                             sampler),
+        family=choice.family,
+        model=choice.model,
+        params=_image_params(prompt, negative_prompt, width, height, choice.steps,
+                             choice.guidance, seeds, choice.sampler, lora_list,
+                             choice.clip_skip),
         seeds=seeds,
         parent_id=parent_id,
     )
@@ -205,30 +339,34 @@ def build_vary(
     parent_id: int | None = None,
     options: dict[str, Any] | None = None,
     sampler: str | None = None,
+    loras: list[tuple[str, float]] | None = None,
 ) -> JobSpec:
     """A variation of a stored image. The output has the input's size, rounded
     down to a multiple of 8 and scaled down to fit `settings.max_size`."""
     strength = DEFAULT_STRENGTH if strength is None else float(strength)
     if not 0.0 < strength <= 1.0:
         raise InvalidRequest(f"Strength must be above 0 and at most 1, not {strength}.")
-    model, family, steps, guidance = _model_and_defaults(settings, model, family, steps, guidance)
-    prompt = (prompt or "").strip()
-    _check_common(settings, prompt=prompt, steps=steps, guidance=guidance, count=count)
+    choice = _model_and_defaults(settings, model, family, steps, guidance, sampler)
+    steps, profile = choice.steps, choice.profile
+    prompt, lora_list = take_loras(prompt, settings, model=choice.model, profile=profile,
+                                   entry=settings.model_entry(choice.model), named=loras)
+    _check_common(settings, prompt=prompt, steps=steps, guidance=choice.guidance, count=count)
+    check_img2img(profile)
+    negative_prompt = check_negative(negative_prompt, choice.guidance, profile)
     if int(steps * strength) < 1:
         raise InvalidRequest(
             f"With strength {strength}, {steps} steps run no denoising step at all; "
             f"raise the strength or the steps."
         )
-    width, height = fit_size(*init_size, settings.max_size)
-    sampler = check_sampler(sampler, family, model)
+    width, height = fit_size(*init_size, settings.max_size, profile.multiple if profile else 8)
     seeds = pick_seeds(seed, count)
     return JobSpec(
         kind="vary",
-        family=family,
-        model=model,
+        family=choice.family,
+        model=choice.model,
         params={
-            **_image_params(prompt, negative_prompt, width, height, steps, guidance, seeds,
-                            sampler),
+            **_image_params(prompt, negative_prompt, width, height, steps, choice.guidance,
+                            seeds, choice.sampler, lora_list, choice.clip_skip),
             "strength": strength,
             "init_image": init_image_sha,
             **({"options": dict(options)} if options else {}),
@@ -238,11 +376,17 @@ def build_vary(
     )
 
 
-def fit_size(width: int, height: int, max_side: int) -> tuple[int, int]:
-    """Scale (width, height) down to fit max_side, then round down to multiples of 8."""
+def check_img2img(profile: Profile | None) -> None:
+    if profile is not None and not profile.img2img:
+        raise InvalidRequest(f"{profile.label} has no image-to-image pipeline, so it cannot vary "
+                             f"or restyle an image; choose another model.")
+
+
+def fit_size(width: int, height: int, max_side: int, multiple: int = 8) -> tuple[int, int]:
+    """Scale (width, height) down to fit max_side, then round down to multiples of `multiple`."""
     scale = min(1.0, max_side / max(width, height))
-    w = max(8, int(width * scale) // 8 * 8)
-    h = max(8, int(height * scale) // 8 * 8)
+    w = max(multiple, int(width * scale) // multiple * multiple)
+    h = max(multiple, int(height * scale) // multiple * multiple)
     return w, h
 
 
@@ -319,17 +463,21 @@ def build_stylize(
         raise InvalidRequest(f"Size must be between 32 and {settings.max_style_size} pixels.")
     width, height = fit_size(*content_size, size)
     seeds = pick_seeds(seed, 1)
+    guidance = DEFAULT_GUIDANCE
     if method == "diffusion":
         strength = DEFAULT_STRENGTH if strength is None else float(strength)
         if not 0.0 < strength <= 1.0:
             raise InvalidRequest(f"Strength must be above 0 and at most 1, not {strength}.")
-        steps = settings.default_steps if steps is None else int(steps)
+        if family_of(settings.resolve_model(model)) not in ("diffusion", "pixel-diffusion"):
+            raise InvalidRequest(f"Model {settings.resolve_model(model)} cannot restyle by text; "
+                                 f"choose a diffusion model.")
+        choice = _model_and_defaults(settings, model, None, steps, None)
+        model, family, steps, guidance = choice.model, choice.family, choice.steps, choice.guidance
         if not 1 <= steps <= settings.max_steps:
             raise InvalidRequest(f"Steps must be between 1 and {settings.max_steps}, not {steps}.")
-        model = settings.resolve_model(model)
-        family = family_of(model)
-        if family not in ("diffusion", "pixel-diffusion"):
-            raise InvalidRequest(f"Model {model} cannot restyle by text; choose a diffusion model.")
+        check_img2img(choice.profile)
+        if choice.profile is not None:
+            width, height = fit_size(*content_size, size, choice.profile.multiple)
         options: dict[str, Any] = {"method": "diffusion"}
     else:
         strength = 1.0 if strength is None else float(strength)
@@ -353,7 +501,7 @@ def build_stylize(
     params: dict[str, Any] = {
         "prompt": prompt, "negative_prompt": "", "width": width, "height": height,
         "steps": steps, "strength": strength, "count": 1, "seed": seeds[0],
-        "guidance": DEFAULT_GUIDANCE, "init_image": content_sha, "options": options,
+        "guidance": guidance, "init_image": content_sha, "options": options,
     }
     if style_sha:
         params["style_image"] = style_sha
@@ -382,6 +530,7 @@ def build_reroll(settings: Settings, job: Job, *, prompt: str | None = None) -> 
             parent_id=job.id,
             options=p.get("options"),
             sampler=p.get("sampler"),
+            loras=_loras_of(p),
         )
     if job.kind == "stylize":
         if job.family == "style":
@@ -407,7 +556,12 @@ def build_reroll(settings: Settings, job: Job, *, prompt: str | None = None) -> 
         family=job.family,
         parent_id=job.id,
         sampler=p.get("sampler"),
+        loras=_loras_of(p),
     )
+
+
+def _loras_of(params: dict[str, Any]) -> list[tuple[str, float]]:
+    return [(x["name"], x["weight"]) for x in params.get("loras", [])]
 
 
 def build_variation_of(
@@ -441,4 +595,5 @@ def build_variation_of(
         parent_id=job.id,
         options={"source_seed": image_seed} if image_seed is not None else None,
         sampler=p.get("sampler"),
+        loras=_loras_of(p),
     )

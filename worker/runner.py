@@ -30,6 +30,7 @@ from artbot.errors import UserError
 from generators.base import GenerationRequest, GenerationResult, Generator, Task
 from storage.images import ImageStore, StoredImage
 from storage.jobs import Job, JobStatus, this_worker_id
+from worker.loras import lora_path
 from worker.queue import JobEvent, JobQueue
 
 log = logging.getLogger(__name__)
@@ -58,10 +59,10 @@ class _Running:
     total: int | None = None
 
 
-def _default_loader(family: str, model: str, device, dtype) -> Generator:
+def _default_loader(family: str, model: str, device, dtype, **options) -> Generator:
     from generators.registry import load_generator
 
-    return load_generator(family, model, device, dtype)
+    return load_generator(family, model, device, dtype, **options)
 
 
 class Worker:
@@ -117,7 +118,10 @@ class Worker:
             self._free_device_memory()
         device, dtype = self._device_and_dtype()
         started = time.monotonic()
-        gen = self.loader(family, model, device, dtype)
+        entry = self.settings.model_entry(model) if family == "diffusion" else None
+        options = {k: v for k, v in (("config", entry and entry.config),
+                                     ("arch", entry and entry.arch)) if v}
+        gen = self.loader(family, model, device, dtype, **options)
         log.info("loaded %s model %s in %.1fs", family, model, time.monotonic() - started)
         self._models[key] = gen
         return gen
@@ -158,7 +162,7 @@ class Worker:
         await self.queue.requeue_abandoned(max_attempts=self.settings.max_attempts)
         last_sweep = time.monotonic()
         # Front doors (the CLI) look there to see whether anyone will run what they queue.
-        await self.queue.worker_seen(self.worker_id)
+        await self.queue.worker_seen(self.worker_id, self.loaded_models())
         alive = asyncio.create_task(self._say_alive())
         try:
             while not self._stopping.is_set():
@@ -182,12 +186,16 @@ class Worker:
             await self.queue.worker_gone(self.worker_id)
         return done
 
+    def loaded_models(self) -> list[str]:
+        """The model references this worker holds in memory (for `artbot models`)."""
+        return [model for _family, model in self._models]
+
     async def _say_alive(self) -> None:
         """Renew this worker's entry in the queue's list of workers, busy or idle."""
         while True:
             await asyncio.sleep(SEEN_EVERY_S)
             try:
-                await self.queue.worker_seen(self.worker_id)
+                await self.queue.worker_seen(self.worker_id, self.loaded_models())
             except Exception:  # noqa: BLE001 - a missed beat only makes the CLI run jobs itself
                 log.warning("worker %s could not renew its entry", self.worker_id, exc_info=True)
 
@@ -303,6 +311,9 @@ class Worker:
             strength=float(p.get("strength", 0.6)),
             style_image=style,
             sampler=p.get("sampler"),
+            loras=[(x["name"], str(lora_path(self.settings, x["name"])), float(x["weight"]))
+                   for x in p.get("loras", [])],
+            clip_skip=p.get("clip_skip"),
             options=dict(p.get("options", {})),
         )
 
@@ -326,13 +337,16 @@ class Worker:
 def _png_text(job: Job, seed: int) -> dict[str, str]:
     """Parameters written into each PNG, so a file alone says how it was made."""
     p = job.params
+    # A1111 writes the LoRAs into the prompt; so does this, so the text can be pasted back.
+    tags = "".join(f" <lora:{x['name']}:{x['weight']:g}>" for x in p.get("loras", []))
     parts = [
-        p.get("prompt", ""),
+        (p.get("prompt", "") + tags).strip(),
         f"Negative prompt: {p['negative_prompt']}" if p.get("negative_prompt") else "",
         f"Steps: {p.get('steps')}, Guidance: {p.get('guidance')}, Seed: {seed}, "
         f"Size: {p.get('width')}x{p.get('height')}, Model: {job.model}, "
         f"Generator: {job.family}, Task: {job.kind}"
         + (f", Strength: {p['strength']}" if "strength" in p else "")
-        + (f", Sampler: {p['sampler']}" if p.get("sampler") else ""),
+        + (f", Sampler: {p['sampler']}" if p.get("sampler") else "")
+        + (f", Clip skip: {p['clip_skip']}" if p.get("clip_skip") else ""),
     ]
     return {"parameters": "\n".join(x for x in parts if x), "Software": "artbot"}

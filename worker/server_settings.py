@@ -18,6 +18,7 @@ from typing import Any
 from artbot.config import Settings
 from artbot.errors import InvalidRequest
 from worker.prompts import Blocklist, normalize
+from worker.loras import available_loras
 from worker.requests import model_choices
 
 DAY = 86_400
@@ -41,6 +42,8 @@ KEYS: dict[str, Key] = {k.name: k for k in [
     Key("allowed_models", "models members may use (empty: all)", True, "models"),
     Key("allowed_families", "generator families allowed: diffusion, gan, vae, style (empty: all)",
         True, "families"),
+    Key("allowed_loras", "LoRAs members may use (empty: all in the operator's folder; "
+        "none: no LoRAs)", True, "loras"),
     Key("max_steps", "most denoising steps per image", True),
     Key("max_size", "largest width or height in pixels", True),
     Key("max_count", "most images per request", True),
@@ -62,6 +65,7 @@ def defaults(settings: Settings) -> dict[str, Any]:
     """Each key's value where no server has set it: the operator's settings."""
     return {
         "default_model": settings.default_model, "allowed_models": [], "allowed_families": [],
+        "allowed_loras": [],
         "max_steps": settings.max_steps, "max_size": settings.max_size,
         "max_count": settings.max_count, "daily_quota": "unlimited",
         "max_queued": settings.max_queued_per_user, "cooldown": 0, "role_quotas": {},
@@ -135,6 +139,9 @@ def _model_name(text: str, settings: Settings) -> str:
     return name
 
 
+# allowed_loras: members may use none at all.
+NO_LORAS = "none"
+
 _CLEAR = {"", "all", "any", "none", "everywhere", "[]"}
 
 
@@ -179,9 +186,17 @@ def parse_value(name: str, text: str, settings: Settings, current: Any = None) -
     mode, body = "set", text
     if text[:1] in ("+", "-"):
         mode, body = ("add" if text[0] == "+" else "remove"), text[1:]
+    if kind == "loras" and mode == "set" and body.lower() == "none":
+        return [NO_LORAS]
     if mode == "set" and body.lower() in _CLEAR:
         return []
     items = _items(body)
+    if kind == "loras":
+        known = available_loras(settings)
+        bad = [i for i in items if i not in known]
+        if bad:
+            raise InvalidRequest(f"Unknown LoRA {bad[0]!r}; LoRAs: {', '.join(known) or 'none'} "
+                                 f"(files in the operator's lora_dir).")
     if kind == "models":
         items = [_model_name(i, settings) for i in items]
     elif kind == "families":

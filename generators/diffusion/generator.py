@@ -9,6 +9,7 @@ device.
 from __future__ import annotations
 
 import contextlib
+import inspect
 
 import torch
 from PIL import Image
@@ -21,6 +22,8 @@ from generators.base import (
     UnsupportedTask,
 )
 from generators.diffusion.loading import load_pipeline
+from generators.diffusion.lora import applied_loras
+from generators.diffusion.prompting import prompt_embeddings
 from generators.diffusion.samplers import scheduler_for
 
 
@@ -33,8 +36,9 @@ class DiffusionGenerator(Generator):
         self._img2img = None  # built on first use; shares pipe's modules
 
     @classmethod
-    def load(cls, ref: str, device: torch.device, dtype: torch.dtype) -> "DiffusionGenerator":
-        pipe, revision = load_pipeline(ref, device, dtype)
+    def load(cls, ref: str, device: torch.device, dtype: torch.dtype, *,
+             config: str | None = None, arch: str | None = None) -> "DiffusionGenerator":
+        pipe, revision = load_pipeline(ref, device, dtype, config=config, arch=arch)
         return cls(pipe, revision)
 
     # -- helpers --------------------------------------------------------------
@@ -112,38 +116,96 @@ class DiffusionGenerator(Generator):
     # -- tasks ----------------------------------------------------------------
 
     def draw(self, request: GenerationRequest, progress: ProgressCallback) -> GenerationResult:
-        prompts, negatives = self._prompts(request)
-        with torch.inference_mode(), self._safety(self.pipe, request), \
-                self._sampler(self.pipe, request):
-            output = self.pipe(
-                prompt=prompts,
-                negative_prompt=negatives,
-                width=request.width,
-                height=request.height,
-                num_inference_steps=request.steps,
-                guidance_scale=request.guidance,
-                generator=self._seeded_generators(request.seeds),
-                callback_on_step_end=self._step_callback(progress),
-                output_type="pil",
-            )
-            return self._result(output, request, self.pipe)
+        return self._run(self.pipe, request, progress,
+                         width=request.width, height=request.height)
 
     def vary(self, request: GenerationRequest, progress: ProgressCallback) -> GenerationResult:
         pipe = self.img2img_pipeline()
         init = request.init_image.convert("RGB")
         if init.size != (request.width, request.height):
             init = init.resize((request.width, request.height), Image.LANCZOS)
-        prompts, negatives = self._prompts(request)
-        with torch.inference_mode(), self._safety(pipe, request), self._sampler(pipe, request):
+        # SD and SDXL take the size from the image; SD3 and Flux draw at their own
+        # default size unless told, so they are told.
+        return self._run(pipe, request, progress, image=[init] * request.count,
+                         strength=request.strength, width=request.width, height=request.height)
+
+    def _run(self, pipe, request: GenerationRequest, progress: ProgressCallback,
+             **task) -> GenerationResult:
+        """One pipeline call: the job's sampler, LoRAs and safety setting for this call
+        only, the prompt encoded (weights, long prompts) where the model allows it."""
+        accepts = _call_parameters(pipe)
+        kwargs = {k: v for k, v in task.items() if k in accepts}
+        notes: list[str] = []
+        with torch.inference_mode(), self._safety(pipe, request), \
+                self._sampler(pipe, request), applied_loras(pipe, request.loras):
+            kwargs.update(self._text_inputs(pipe, request, accepts, notes))
+            if "callback_on_step_end" in accepts:
+                kwargs["callback_on_step_end"] = self._step_callback(progress)
+            else:  # PixArt still has the older per-step callback
+                total = request.steps
+                kwargs["callback"] = lambda step, timestep, latents: progress(step + 1, total)
+                kwargs["callback_steps"] = 1
             output = pipe(
-                prompt=prompts,
-                negative_prompt=negatives,
-                image=[init] * request.count,
-                strength=request.strength,
                 num_inference_steps=request.steps,
                 guidance_scale=request.guidance,
                 generator=self._seeded_generators(request.seeds),
-                callback_on_step_end=self._step_callback(progress),
                 output_type="pil",
+                **kwargs,
             )
-            return self._result(output, request, pipe)
+            result = self._result(output, request, pipe)
+        if notes:
+            result.params["notes"] = notes
+        return result
+
+    def _text_inputs(self, pipe, request: GenerationRequest, accepts: set[str],
+                     notes: list[str]) -> dict:
+        """The prompt as the pipeline takes it: embeddings from compel for CLIP models
+        (A1111 weighting, no 77-token cut), else the text itself."""
+        prompts, negatives = self._prompts(request)
+        # A1111 counts "Clip skip 2" for the second-to-last layer; diffusers counts it 1.
+        skip = request.clip_skip - 1 if request.clip_skip and request.clip_skip > 1 else None
+        embeds = prompt_embeddings(pipe, prompts, negatives, clip_skip=skip)
+        if embeds is not None:
+            return embeds
+        kwargs: dict = {"prompt": prompts}
+        if "negative_prompt" in accepts and "true_cfg_scale" not in accepts:
+            # (Flux takes one only for "true CFG", which artbot does not offer.)
+            # PixArt encodes the negative prompt even without one: give it the empty text.
+            kwargs["negative_prompt"] = negatives or [""] * request.count
+        if skip and "clip_skip" in accepts:
+            kwargs["clip_skip"] = skip
+        reader = _prompt_reader(pipe, accepts)
+        if reader is not None:
+            tokenizer, limit = reader
+            used = len(tokenizer(request.prompt, add_special_tokens=True).input_ids)
+            if used > limit:
+                notes.append(f"The prompt is {used} tokens long; this model reads the first "
+                             f"{limit}.")
+        return kwargs
+
+
+def _call_parameters(pipe) -> set[str]:
+    return set(inspect.signature(type(pipe).__call__).parameters)
+
+
+def _prompt_reader(pipe, accepts: set[str]):
+    """(tokenizer, token limit) of the text encoder that reads the most of a prompt,
+    for pipelines that cut prompts (T5: SD3, Flux, PixArt; plain CLIP elsewhere)."""
+    name = type(pipe).__name__
+    limit = None
+    if "max_sequence_length" in accepts:
+        default = inspect.signature(type(pipe).__call__).parameters["max_sequence_length"].default
+        limit = int(default) if isinstance(default, int) else None
+    if name.startswith("StableDiffusion3"):
+        tokenizer = getattr(pipe, "tokenizer_3", None)
+        if tokenizer is None or getattr(pipe, "text_encoder_3", None) is None:
+            tokenizer, limit = pipe.tokenizer, pipe.tokenizer.model_max_length
+    elif name.startswith("Flux"):
+        tokenizer = getattr(pipe, "tokenizer_2", None)
+    else:
+        tokenizer = getattr(pipe, "tokenizer", None)
+        if limit is None and tokenizer is not None:
+            limit = tokenizer.model_max_length
+    if tokenizer is None or not limit or limit > 100_000:
+        return None
+    return tokenizer, int(limit)

@@ -15,6 +15,7 @@ Anything else, or a hub model that is neither cached nor reachable, raises
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
@@ -92,10 +93,15 @@ def _cached_revision(repo_id: str) -> str | None:
     return None
 
 
-def load_pipeline(ref: str, device: torch.device, dtype: torch.dtype):
-    """Load `ref` as a text-to-image pipeline on `device`. Returns (pipeline, revision)."""
+def load_pipeline(ref: str, device: torch.device, dtype: torch.dtype, *,
+                  config: str | None = None, arch: str | None = None):
+    """Load `ref` as a text-to-image pipeline on `device`. Returns (pipeline, revision).
+
+    For a single checkpoint file, `config` is a local diffusers folder with its
+    configuration and `arch` the architecture, when the operator's catalogue
+    names them; otherwise the architecture comes from the file's tensors."""
     _quiet_libraries()  # before importing the pipelines, which warn as they import
-    from diffusers import AutoPipelineForText2Image, StableDiffusionPipeline
+    from diffusers import AutoPipelineForText2Image
 
     path = Path(ref).expanduser()
 
@@ -104,22 +110,12 @@ def load_pipeline(ref: str, device: torch.device, dtype: torch.dtype):
             raise ModelNotFound(
                 f"Model folder {ref} is not a diffusers pipeline (it has no model_index.json)."
             )
-        pipe = AutoPipelineForText2Image.from_pretrained(str(path), torch_dtype=dtype)
+        pipe = AutoPipelineForText2Image.from_pretrained(
+            str(path), torch_dtype=dtype, **_left_out_components(path))
         revision = folder_fingerprint(path)
 
     elif path.suffix.lower() in (".safetensors", ".ckpt"):
-        if not path.is_file():
-            raise ModelNotFound(f"Model file {ref} does not exist.")
-        try:
-            pipe = StableDiffusionPipeline.from_single_file(
-                str(path), torch_dtype=dtype, local_files_only=_hub_offline()
-            )
-        except OSError as exc:
-            raise ModelNotFound(
-                f"Could not load checkpoint {ref}: its pipeline configuration comes from the "
-                f"Hugging Face hub, which could not be reached ({_short(exc)}). Run once with "
-                f"internet, or convert it to a diffusers folder and use that."
-            ) from None
+        pipe = _load_single_file(path, dtype, config=config, arch=arch)
         h = hashlib.sha256()
         with open(path, "rb") as fh:
             h.update(fh.read(1 << 20))
@@ -137,6 +133,49 @@ def load_pipeline(ref: str, device: torch.device, dtype: torch.dtype):
     pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe, revision
+
+
+# Components a folder may leave out although its model_index.json names them: SD3's
+# T5 encoder (4.7 B parameters) is often not downloaded; the pipeline then reads
+# prompts with its two CLIP encoders only.
+OPTIONAL_COMPONENTS = ("text_encoder_3", "tokenizer_3")
+
+
+def _left_out_components(folder: Path) -> dict:
+    """`name=None` for each optional component the folder does not have; a clear
+    error for any other component that is missing."""
+    try:
+        index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelNotFound(f"Model folder {folder} has a model_index.json that cannot be read "
+                            f"({_short(exc)}).") from None
+    named = [k for k, v in index.items() if not k.startswith("_") and isinstance(v, list)]
+    missing = [k for k in named if index[k][:1] == [None] or not (folder / k).is_dir()]
+    broken = [k for k in missing if k not in OPTIONAL_COMPONENTS and index[k][:1] != [None]]
+    if broken:
+        raise ModelNotFound(f"Model folder {folder} is incomplete: its model_index.json names "
+                            f"{', '.join(broken)}, which {'is' if len(broken) == 1 else 'are'} "
+                            f"not there. Download the whole model again.")
+    return {k: None for k in missing if k in OPTIONAL_COMPONENTS}
+
+
+def _load_single_file(path: Path, dtype: torch.dtype, *, config: str | None, arch: str | None):
+    """A Civitai-style single file, as the pipeline of the architecture its tensors say."""
+    from generators.diffusion.checkpoints import checkpoint_arch, load_checkpoint
+
+    if not path.is_file():
+        raise ModelNotFound(f"Model file {path} does not exist.")
+    found = checkpoint_arch(path) if path.suffix.lower() == ".safetensors" else None
+    if found == "lora":
+        raise ModelNotFound(
+            f"{path.name} is a LoRA, not a model: put it in the lora_dir folder and name it in "
+            f"the prompt, <lora:{path.stem}:0.8>, with a model it was made for.")
+    if arch is not None:  # the catalogue's name for it (profiles say flux-dev, files flux)
+        found = "flux" if arch.startswith("flux") else arch
+    if found is None and path.suffix.lower() == ".ckpt":
+        found = "sd1"  # a pickle's names cannot be read without loading it; SD 1.x is the usual
+    offline = _hub_offline() or (config is None and not _hub_reachable())
+    return load_checkpoint(path, found, config=config, dtype=dtype, offline=offline)
 
 
 def _short(exc: BaseException) -> str:

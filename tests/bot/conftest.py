@@ -19,6 +19,9 @@ async def server():
 
 @pytest.fixture
 def bot_settings(tmp_path, tiny_pipeline) -> Settings:
+    # The tiny model is in the catalogue with 4 steps (its architecture's 30 would only
+    # slow the tests down); tests that need longer jobs raise them there.
     return Settings(data_dir=tmp_path / "data", default_model=str(tiny_pipeline),
-                    default_size="64x64", default_steps=4, device="cpu", max_queued_per_user=20,
+                    models={"tiny": {"source": str(tiny_pipeline), "steps": 4}},
+                    default_size="64x64", device="cpu", max_queued_per_user=20,
                     discord_token="test-token")

@@ -296,7 +296,7 @@ async def test_user_mistakes_get_private_answers(server, bot_settings):
 
 @pytest.mark.asyncio
 async def test_progress_edits_at_most_once_per_one_and_a_half_seconds(server, bot_settings):
-    bot_settings.default_steps = 60
+    bot_settings.models["tiny"].steps = 60
     async with running_client(server, make_bot(bot_settings)):
         ix = await draw(server, server.alice)
         message = await ix.wait_original(has_image, timeout=60)
@@ -337,7 +337,7 @@ async def test_dev_guild_sync_puts_commands_on_that_server_only(server, bot_sett
 
 @pytest.mark.asyncio
 async def test_stopping_mid_job_loses_nothing(server, bot_settings):
-    bot_settings.default_steps = 150
+    bot_settings.models["tiny"].steps = 150
     async with running_client(server, make_bot(bot_settings)) as bot:
         ix = await draw(server, server.alice, seed=4)
         job = await newest_job(bot)
@@ -352,7 +352,7 @@ async def test_stopping_mid_job_loses_nothing(server, bot_settings):
     from storage.jobs import JobStore
 
     assert JobStore(open_db(bot_settings.db_path)).get(job.id).status is JobStatus.QUEUED
-    bot_settings.default_steps = 4
+    bot_settings.models["tiny"].steps = 4
     async with running_client(server, make_bot(bot_settings)) as bot:
         message = await ix.wait_original(has_image, timeout=120)
         done = await bot.queue.get(job.id)
@@ -437,4 +437,45 @@ async def test_draw_with_a_sampler_shows_it_and_rerolls_keep_it(server, bot_sett
         ix = await server.press_button(server.bob, message, button(message, "ab:reroll"))
         await result(ix)
         assert (await newest_job(bot)).params["sampler"] == "Euler a"
+    server.assert_clean()
+
+
+@pytest.mark.asyncio
+async def test_draw_offers_each_models_sizes_and_takes_guidance_and_a_lora(server, bot_settings,
+                                                                          tiny_models, tmp_path):
+    """size: autocompletes the chosen model's aspect-ratio buckets; model: shows the
+    catalogue's description; guidance and lora: reach the job and show on the result."""
+    from generators.diffusion.tiny_lora import build_tiny_lora
+
+    bot_settings.lora_dir = tmp_path / "loras"
+    build_tiny_lora(bot_settings.default_model, bot_settings.lora_dir / "grain.safetensors")
+    bot_settings.models["xl"] = {"source": str(tiny_models("sdxl")), "description": "tiny SDXL"}
+    bot_settings.models["tiny"].description = "the test model"
+    bot_settings.__post_init__()  # (a table given after start-up becomes a ModelEntry)
+    async with running_client(server, make_bot(bot_settings)) as bot:
+        models = await server.autocomplete(server.alice, server.general, "draw",
+                                           {"prompt": "a fox", "model": "x"}, focused="model")
+        assert {"name": "xl · tiny SDXL", "value": "xl"} in models
+        sizes = await server.autocomplete(server.alice, server.general, "draw",
+                                          {"prompt": "a fox", "model": "xl", "size": ""},
+                                          focused="size")
+        assert sizes[0] == {"name": "Square 96×96", "value": "96x96"}
+        assert {"name": "Landscape 128×72 (16:9)", "value": "128x72"} in sizes
+        default = await server.autocomplete(server.alice, server.general, "draw",
+                                            {"prompt": "a fox", "size": "64"}, focused="size")
+        assert default[1] == {"name": "Square 64×64", "value": "64x64"}  # the tiny SD's own
+        loras = await server.autocomplete(server.alice, server.general, "draw",
+                                          {"prompt": "a fox", "lora": "gr:0.6"}, focused="lora")
+        assert loras == [{"name": "grain:0.6", "value": "grain:0.6"}]
+        message = await result(await draw(server, server.alice, seed=3, guidance=4.5,
+                                          lora="grain:0.6", size="64x56"))
+        job = await newest_job(bot)
+        assert job.params["guidance"] == 4.5 and (job.params["width"], job.params["height"]) == (64, 56)
+        assert job.params["loras"] == [{"name": "grain", "weight": 0.6}]
+        fields = {f["name"]: f["value"] for f in message.embeds[0]["fields"]}
+        assert fields["Guidance"] == "4.5" and fields["LoRAs"] == "grain:0.6"
+        ix = await server.slash_command(server.alice, server.general, "draw",
+                                        {"prompt": "a fox", "model": "xl", "size": "100x100"})
+        answer = await ix.wait_response()
+        assert answer["data"]["flags"] & 64 and "not a multiple of 8" in answer["data"]["content"]
     server.assert_clean()
