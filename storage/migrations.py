@@ -187,6 +187,17 @@ def _workers(db: sqlite_utils.Database) -> None:
     )
 
 
+@migration(6, "workers.models: the models each worker has loaded")
+def _worker_models(db: sqlite_utils.Database) -> None:
+    _run_script(
+        db,
+        """
+        -- A JSON list of the model references the worker holds in memory now.
+        ALTER TABLE workers ADD COLUMN models TEXT NOT NULL DEFAULT '[]';
+        """,
+    )
+
+
 def _run_script(db: sqlite_utils.Database, script: str) -> None:
     """Run several statements inside the caller's transaction.
 

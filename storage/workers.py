@@ -9,6 +9,7 @@ when it ran on this host and its process no longer exists.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -41,14 +42,16 @@ class WorkerRegistry:
         self.db = db
         self.conn = db.conn
 
-    def seen(self, worker_id: str, now: float | None = None) -> None:
-        """The worker is alive (its first call records when it started)."""
+    def seen(self, worker_id: str, now: float | None = None,
+             models: list[str] | None = None) -> None:
+        """The worker is alive (its first call records when it started), holding `models`."""
         now = time.time() if now is None else now
+        held = json.dumps(sorted(models or []))
         with transaction(self.conn):
             self.conn.execute(
-                "INSERT INTO workers (id, started_at, seen_at) VALUES (?, ?, ?) "
-                "ON CONFLICT(id) DO UPDATE SET seen_at = excluded.seen_at",
-                (worker_id, now, now),
+                "INSERT INTO workers (id, started_at, seen_at, models) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(id) DO UPDATE SET seen_at = excluded.seen_at, models = excluded.models",
+                (worker_id, now, now, held),
             )
 
     def gone(self, worker_id: str) -> None:
@@ -62,3 +65,17 @@ class WorkerRegistry:
             "SELECT id FROM workers WHERE seen_at >= ? ORDER BY started_at", (now - within_s,)
         ).fetchall()
         return [worker_id for (worker_id,) in rows if not worker_gone(worker_id)]
+
+    def loaded_models(self, *, within_s: float, now: float | None = None) -> dict[str, list[str]]:
+        """model reference -> the live workers that have it in memory."""
+        now = time.time() if now is None else now
+        rows = self.conn.execute(
+            "SELECT id, models FROM workers WHERE seen_at >= ? ORDER BY started_at",
+            (now - within_s,)).fetchall()
+        held: dict[str, list[str]] = {}
+        for worker_id, models in rows:
+            if worker_gone(worker_id):
+                continue
+            for model in json.loads(models or "[]"):
+                held.setdefault(model, []).append(worker_id)
+        return held

@@ -276,7 +276,12 @@ class JobQueue(abc.ABC):
         """Workers serving this queue now (seen in the last `within_s` seconds)."""
 
     @abc.abstractmethod
-    async def worker_seen(self, worker_id: str) -> None: ...
+    async def worker_seen(self, worker_id: str, models: list[str] | None = None) -> None:
+        """The worker is alive and holds `models` (references) in memory."""
+
+    @abc.abstractmethod
+    async def loaded_models(self, *, within_s: float) -> dict[str, list[str]]:
+        """model reference -> the live workers that hold it in memory."""
 
     @abc.abstractmethod
     async def worker_gone(self, worker_id: str) -> None: ...
@@ -457,8 +462,11 @@ class LocalJobQueue(JobQueue):
     async def live_workers(self, *, within_s):
         return await self._call(lambda db: WorkerRegistry(db).live(within_s=within_s))
 
-    async def worker_seen(self, worker_id):
-        await self._call(lambda db: WorkerRegistry(db).seen(worker_id))
+    async def worker_seen(self, worker_id, models=None):
+        await self._call(lambda db: WorkerRegistry(db).seen(worker_id, models=models))
+
+    async def loaded_models(self, *, within_s):
+        return await self._call(lambda db: WorkerRegistry(db).loaded_models(within_s=within_s))
 
     async def worker_gone(self, worker_id):
         await self._call(lambda db: WorkerRegistry(db).gone(worker_id))
