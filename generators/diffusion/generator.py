@@ -78,7 +78,7 @@ class DiffusionGenerator(Generator):
             yield
             return
         own = pipe.scheduler
-        pipe.scheduler = scheduler_for(name, own)
+        pipe.scheduler = scheduler_for(name, own, seed=request.seeds[0])
         try:
             yield
         finally:

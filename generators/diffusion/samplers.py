@@ -9,9 +9,10 @@ A1111 name, which is what a job stores and what its PNG says;
 scheduler config, so the model's training schedule (betas, prediction type,
 timestep spacing) is kept and only the sampling method changes.
 
-The table follows diffusers' own list of A1111 equivalents. Left out: samplers
-whose diffusers scheduler needs a package artbot does not install (LMS needs
-scipy; DPM++ SDE needs torchsde).
+The table follows diffusers' own list of A1111 equivalents. LMS needs scipy and
+DPM++ SDE torchsde, both installed. DPM++ SDE draws its noise from a Brownian
+tree, which diffusers seeds from the global RNG unless told; `scheduler_for`
+seeds it with the job's first seed, so the same seed gives the same image.
 
 This module imports torch and diffusers only inside `scheduler_for`, so the
 request builders can check names without them.
@@ -38,6 +39,9 @@ SAMPLERS: dict[str, Sampler] = {s.name: s for s in [
     Sampler("Euler", "EulerDiscreteScheduler", aliases=("euler",)),
     Sampler("Euler a", "EulerAncestralDiscreteScheduler", aliases=("euler_ancestral",)),
     Sampler("Heun", "HeunDiscreteScheduler", aliases=("heun",)),
+    Sampler("LMS", "LMSDiscreteScheduler", aliases=("lms",)),
+    Sampler("LMS Karras", "LMSDiscreteScheduler", {"use_karras_sigmas": True},
+            aliases=("lms_karras",)),
     Sampler("DPM2", "KDPM2DiscreteScheduler", aliases=("dpm_2",)),
     Sampler("DPM2 a", "KDPM2AncestralDiscreteScheduler", aliases=("dpm_2_ancestral",)),
     Sampler("DPM++ 2M", "DPMSolverMultistepScheduler", aliases=("dpmpp_2m",)),
@@ -48,6 +52,9 @@ SAMPLERS: dict[str, Sampler] = {s.name: s for s in [
     Sampler("DPM++ 2M SDE Karras", "DPMSolverMultistepScheduler",
             {"algorithm_type": "sde-dpmsolver++", "use_karras_sigmas": True},
             aliases=("dpmpp_2m_sde_karras",)),
+    Sampler("DPM++ SDE", "DPMSolverSDEScheduler", aliases=("dpmpp_sde",)),
+    Sampler("DPM++ SDE Karras", "DPMSolverSDEScheduler", {"use_karras_sigmas": True},
+            aliases=("dpmpp_sde_karras",)),
     Sampler("DPM++ 2S", "DPMSolverSinglestepScheduler", aliases=("dpmpp_2s",)),
     Sampler("DPM++ 2S Karras", "DPMSolverSinglestepScheduler", {"use_karras_sigmas": True},
             aliases=("dpmpp_2s_karras",)),
@@ -82,8 +89,9 @@ class UnsupportedSampler(UserError):
     """The model's scheduler cannot be swapped for the sampler asked for."""
 
 
-def scheduler_for(name: str, current):
-    """A new scheduler for sampler `name`, built from the model's scheduler `current`.
+def scheduler_for(name: str, current, seed: int | None = None):
+    """A new scheduler for sampler `name`, built from the model's scheduler `current`;
+    `seed` seeds the noise of samplers that draw their own (DPM++ SDE).
 
     Raises UnsupportedSampler when the model's scheduler is of a kind the
     sampler cannot replace: flow-matching models (Flux, SD3) sample with their
@@ -101,4 +109,6 @@ def scheduler_for(name: str, current):
             f"This model samples with {own} (flow matching); the sampler {sampler.name} "
             f"does not apply to it. Leave the sampler out to use the model's own.")
     cls = getattr(diffusers, sampler.scheduler)
-    return cls.from_config(current.config, **sampler.config)
+    extra = {"noise_sampler_seed": int(seed)} if seed is not None and \
+        sampler.scheduler == "DPMSolverSDEScheduler" else {}
+    return cls.from_config(current.config, **sampler.config, **extra)

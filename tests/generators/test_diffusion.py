@@ -173,6 +173,11 @@ def test_a_sampler_by_its_a1111_or_comfyui_name_is_used_for_that_job_only(tiny):
         assert draw(tiny, [5], steps=2, sampler=name).images[0].size == (64, 64), name
     ancestral = [draw(tiny, [5], sampler="Euler a").images[0].tobytes() for _ in range(2)]
     assert ancestral[0] == ancestral[1]
+    # DPM++ SDE's Brownian-tree noise is seeded by the job's seed: same seed, same
+    # image; another seed, another image.
+    sde = [draw(tiny, [seed], steps=3, sampler="DPM++ SDE Karras").images[0].tobytes()
+           for seed in (5, 5, 6)]
+    assert sde[0] == sde[1] != sde[2]
     # The model's own scheduler is back for the next job: the same bytes as before.
     after = draw(tiny, [5])
     assert after.images[0].tobytes() == before.tobytes() and after.params["scheduler"] == "DDIMScheduler"
