@@ -44,8 +44,8 @@ from worker.queue import JobQueue, LocalJobQueue
 log = logging.getLogger(__name__)
 
 # The features, in the order they load. Each module has `async def setup(bot)`.
-EXTENSIONS = ("bot.results", "bot.delivery", "bot.drawing", "bot.styles", "bot.history",
-              "bot.admin")
+EXTENSIONS = ("bot.results", "bot.canceling", "bot.delivery", "bot.drawing", "bot.styles",
+              "bot.history", "bot.admin")
 
 
 def configure_endpoints(settings: Settings) -> None:

@@ -14,6 +14,7 @@ from discord import app_commands
 from discord.app_commands import locale_str as _
 
 from bot import errors, render
+from bot.canceling import cancel_job
 from bot.client import ArtBot
 from bot.i18n import t
 from bot.posting import job_in_guild
@@ -107,9 +108,29 @@ async def setup(bot: ArtBot) -> None:
             return
         await send_result(bot, interaction, job)
 
+    async def own_jobs_autocomplete(interaction: discord.Interaction, current: str):
+        """The member's queued and running jobs here, newest first, for /queue cancel:."""
+        guild = str(interaction.guild_id) if interaction.guild_id else None
+        mine = await bot.queue.list_jobs(user_id=str(interaction.user.id), server_id=guild,
+                                         statuses=[JobStatus.QUEUED, JobStatus.RUNNING], limit=25)
+        return [app_commands.Choice(
+                    name=f"{job.id} · {job.status.value} · {job.params.get('prompt') or job.kind}"[:100],
+                    value=job.id)
+                for job in mine if current.strip() in str(job.id)]
+
     @tree.command(name=_("queue"), description=_("Your queued and running jobs"))
-    async def queue_(interaction: discord.Interaction) -> None:
+    @app_commands.describe(cancel=_("Cancel one of your jobs (its id)"))
+    @app_commands.rename(cancel=_("cancel"))
+    @app_commands.autocomplete(cancel=own_jobs_autocomplete)
+    async def queue_(interaction: discord.Interaction,
+                     cancel: Optional[app_commands.Range[int, 1, 2**31 - 1]] = None) -> None:
         locale = interaction.locale
+        if cancel is not None:
+            text = await cancel_job(bot, cancel, guild_id=interaction.guild_id,
+                                    user_id=interaction.user.id,
+                                    permissions=interaction.permissions, locale=locale)
+            await interaction.response.send_message(text, ephemeral=True)
+            return
         guild = str(interaction.guild_id) if interaction.guild_id else None
         mine = await bot.queue.list_jobs(user_id=str(interaction.user.id), server_id=guild,
                                          statuses=[JobStatus.QUEUED, JobStatus.RUNNING],

@@ -29,6 +29,7 @@ COMMAND_ZH: dict[str, str] = {
     "sampler": "采样器",
     "guidance": "引导强度",
     "lora": "lora",
+    "cancel": "取消",
     "seed": "种子",
     "count": "数量",
     "image": "图片",
@@ -44,6 +45,7 @@ COMMAND_ZH: dict[str, str] = {
     "Denoising steps (more is slower, often finer)": "去噪步数（越多越慢，通常更精细）",
     "Sampler, as in A1111 (default: the model's own)": "采样器，与 A1111 中的名称相同（默认：模型自带的）",
     "How closely to follow the prompt (default: the model's own)": "多大程度上遵循提示词（默认：模型自带的）",
+    "Cancel one of your jobs (its id)": "取消你的一个任务（填编号）",
     "A LoRA to apply, NAME or NAME:WEIGHT (more: <lora:NAME:0.8> in the prompt)":
         "要使用的 LoRA，写作 名称 或 名称:权重（更多个：在提示词中写 <lora:名称:0.8>）",
     "Seed, to make the same image again": "种子，用来再次生成同一张图",
@@ -134,6 +136,14 @@ MESSAGES: dict[str, dict[str, str]] = {
         "zh": "只有发起者或有管理消息权限的人才能删除这张图。",
     },
     "deleted": {"en": "Deleted.", "zh": "已删除。"},
+    "cancel_refused": {
+        "en": "Only the person who asked for job {job}, or someone who can manage messages, can cancel it.",
+        "zh": "只有任务 {job} 的发起者或有管理消息权限的人才能取消它。",
+    },
+    "cancel_done": {"en": "Job {job} is canceled.", "zh": "任务 {job} 已取消。"},
+    "cancel_stopping": {"en": "Job {job} stops at its next step.", "zh": "任务 {job} 将在下一步停止。"},
+    "cancel_too_late": {"en": "Job {job} has already ended ({status}).",
+                        "zh": "任务 {job} 已经结束（{status}）。"},
     "job_not_found": {"en": "There is no job {job} in this server.", "zh": "本服务器没有编号为 {job} 的作品。"},
     "job_not_image": {
         "en": "Job {job} has no finished image to vary.",
@@ -238,6 +248,7 @@ MESSAGES: dict[str, dict[str, str]] = {
     "button_vary_strong": {"en": "Vary (strong)", "zh": "强烈变体"},
     "button_remix": {"en": "Remix", "zh": "改写"},
     "button_delete": {"en": "Delete", "zh": "删除"},
+    "button_cancel": {"en": "Cancel", "zh": "取消"},
     "button_previous": {"en": "Previous", "zh": "上一页"},
     "button_next": {"en": "Next", "zh": "下一页"},
     "remix_title": {"en": "Remix: edit the prompt", "zh": "改写：编辑提示词"},
@@ -251,7 +262,9 @@ MESSAGES: dict[str, dict[str, str]] = {
             "**/stylize** an image like a style image, an admin's preset, or a style in words.\n"
             "**/history** your recent images with prompts, seeds and links.\n"
             "**/job** `id` brings an old result back with working buttons.\n"
-            "**/queue** your queued and running jobs; **/quota** the images you have left today.\n\n"
+            "**/queue** your queued and running jobs (`cancel` stops one); **/quota** the images "
+            "you have left today.\n"
+            "While a job waits or runs, ✖️ Cancel (or a ❌ reaction) stops it.\n\n"
             "Under each result: 🔁 reroll with a new seed, 🎲 subtle and 🌀 strong variations, "
             "✏️ remix (edit the prompt), 🗑️ delete. On a grid, V1–V4 vary one image and U1–U4 "
             "show one at full size. Reactions work too: 🔁 reroll, 🎲 vary, 🗑️ delete."
@@ -262,7 +275,8 @@ MESSAGES: dict[str, dict[str, str]] = {
             "**/stylize** 按风格图片、管理员的预设或文字描述为图片换风格。\n"
             "**/history** 查看你最近的作品、提示词、种子和链接。\n"
             "**/job** `编号` 找回旧作品，按钮依然可用。\n"
-            "**/queue** 查看你排队中和进行中的任务；**/quota** 查看你今天剩余的图片额度。\n\n"
+            "**/queue** 查看你排队中和进行中的任务（`取消` 可停止其中一个）；**/quota** 查看你今天剩余的图片额度。\n"
+            "任务排队或进行时，点 ✖️ 取消（或用 ❌ 回应）即可停止。\n\n"
             "每个结果下方：🔁 换种子重画，🎲 轻微变体，🌀 强烈变体，✏️ 改写提示词，🗑️ 删除。"
             "网格图上 V1–V4 对单张生成变体，U1–U4 单独显示一张。也可以用表情回应：🔁 重画，🎲 变体，🗑️ 删除。"
         ),

@@ -22,6 +22,7 @@ import discord
 from artbot.config import Settings
 from artbot.errors import UserError
 from bot import render
+from bot.canceling import cancel_view
 from bot.client import ArtBot
 from bot.errors import refuse
 from storage.images import encode_png
@@ -48,7 +49,8 @@ async def submit_from_interaction(bot: ArtBot, interaction: discord.Interaction,
     )
     position = (await bot.queue.positions()).get(job.id)
     text = render.status_text(job, "queued" if position else "running", position=position)
-    await interaction.response.send_message(text, allowed_mentions=discord.AllowedMentions.none())
+    await interaction.response.send_message(text, view=cancel_view(job),
+                                            allowed_mentions=discord.AllowedMentions.none())
     message = await interaction.original_response()
     await bot.queue.link_message(job.id, str(message.id), str(interaction.channel_id),
                                  guild_id=job.server_id, via="interaction")
@@ -73,6 +75,7 @@ async def submit_from_reaction(bot: ArtBot, payload: discord.RawReactionActionEv
         reference=discord.MessageReference(message_id=payload.message_id,
                                            channel_id=payload.channel_id,
                                            fail_if_not_exists=False),
+        view=cancel_view(job),
         allowed_mentions=discord.AllowedMentions.none(),
     )
     await bot.queue.link_message(job.id, str(message.id), str(payload.channel_id),

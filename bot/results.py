@@ -19,6 +19,7 @@ import discord
 from discord.ext import commands
 
 from bot import errors, render
+from bot.canceling import CANCEL_EMOJI, cancel_job
 from bot.client import ArtBot
 from bot.errors import refuse
 from bot.i18n import t
@@ -35,8 +36,9 @@ from worker.requests import build_reroll
 log = logging.getLogger(__name__)
 
 RESULT_TEMPLATE = r"ab:(?P<action>reroll|vs|vS|remix|del|v|u):(?P<job>\d+)(?::(?P<idx>\d))?"
-# Reactions on a result and what they do. (U+FE0F, the emoji variation selector, is ignored.)
-REACTIONS = {"🔁": "reroll", "🎲": "vary", "🗑": "delete"}
+# Reactions on a job's message and what they do. (U+FE0F, the emoji variation selector,
+# is ignored.) ❌ cancels a job that is still queued or running.
+REACTIONS = {"🔁": "reroll", "🎲": "vary", "🗑": "delete", CANCEL_EMOJI: "cancel"}
 
 
 # -- the buttons ----------------------------------------------------------------------
@@ -188,7 +190,7 @@ async def delete_result(bot: ArtBot, interaction: discord.Interaction, job: Job)
 
 
 class Reactions(commands.Cog):
-    """🔁 rerolls, 🎲 varies, 🗑️ deletes: the same as the buttons."""
+    """🔁 rerolls, 🎲 varies, 🗑️ deletes, ❌ cancels: the same as the buttons."""
 
     def __init__(self, bot: ArtBot):
         self.bot = bot
@@ -208,6 +210,13 @@ class Reactions(commands.Cog):
         try:
             job = await job_in_guild(bot, link.job_id, payload.guild_id)
             locale = job.locale
+            if action == "cancel":
+                if not job.status.finished:  # on a result it means nothing
+                    perms = payload.member.guild_permissions if payload.member else None
+                    log.info("job %d: %s", job.id, await cancel_job(
+                        bot, job.id, guild_id=payload.guild_id, user_id=payload.user_id,
+                        permissions=perms, locale=None))
+                return
             settings = (await bot.rules(payload.guild_id, payload.channel_id)).apply(bot.settings)
             if action == "reroll":
                 await submit_from_reaction(bot, payload, build_reroll(settings, job), job.locale)

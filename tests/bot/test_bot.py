@@ -479,3 +479,53 @@ async def test_draw_offers_each_models_sizes_and_takes_guidance_and_a_lora(serve
         answer = await ix.wait_response()
         assert answer["data"]["flags"] & 64 and "not a multiple of 8" in answer["data"]["content"]
     server.assert_clean()
+
+
+@pytest.mark.asyncio
+async def test_cancel_button_reaction_and_queue_cancel_stop_jobs_and_free_the_quota(
+        server, bot_settings):
+    from storage.db import open_db
+    from storage.settings import SettingsStore
+    from worker.policy import change_setting
+
+    guild = str(server.guild.id)
+    change_setting(SettingsStore(open_db(bot_settings.db_path)), bot_settings, guild,
+                   "daily_quota", "2", actor="1", via="cli")
+    bot_settings.models["tiny"].steps = 150  # long enough to be caught running
+    async with running_client(server, make_bot(bot_settings)) as bot:
+        first = await draw(server, server.alice, seed=1)
+        second = await draw(server, server.alice, seed=2)
+        m1, m2 = await first.wait_original(), await second.wait_original()
+        job1, job2 = (await bot.queue.list_jobs(limit=2, newest_first=False))
+        # Someone else may not cancel Alice's job.
+        ix = await server.press_button(server.bob, m2, button(m2, "ab:cancel"))
+        answer = await ix.wait_response()
+        assert answer["data"]["flags"] & 64 and "Only the person who asked for job" in \
+            answer["data"]["content"]
+        assert (await bot.queue.get(job2.id)).status is JobStatus.QUEUED
+        # Alice's Cancel button ends her queued job at once; its message says so.
+        ix = await server.press_button(server.alice, m2, button(m2, "ab:cancel"))
+        assert (await ix.wait_response())["data"]["content"] == f"Job {job2.id} is canceled."
+        await second.wait_original(lambda m: "was canceled" in (m.content or ""), timeout=10)
+        # ❌ on the running one stops it at its next step.
+        for _ in range(400):
+            if (await bot.queue.get(job1.id)).status is JobStatus.RUNNING:
+                break
+            await asyncio.sleep(0.05)
+        await server.add_reaction(server.alice, m1, "❌")
+        await first.wait_original(lambda m: "was canceled" in (m.content or ""), timeout=30)
+        assert (await bot.queue.get(job1.id)).status is JobStatus.CANCELED
+        assert not (await first.wait_original()).buttons  # no Cancel left on an ended job
+        # /queue cancel: a third job, canceled by its id.
+        third = await draw(server, server.alice, seed=3)
+        job3 = await newest_job(bot)
+        ix = await server.slash_command(server.alice, server.general, "queue",
+                                        {"cancel": job3.id})
+        text = (await ix.wait_response())["data"]["content"]
+        assert text in (f"Job {job3.id} is canceled.", f"Job {job3.id} stops at its next step.")
+        await third.wait_original(lambda m: "was canceled" in (m.content or ""), timeout=30)
+        # Three canceled jobs cost nothing: the quota of 2 is whole, two draws go through.
+        bot_settings.models["tiny"].steps = 4
+        for seed in (4, 5):
+            await result(await draw(server, server.alice, seed=seed))
+    server.assert_clean()
