@@ -133,6 +133,9 @@ class Settings:
     lease_s: float = 120.0
     # How many loaded models a worker keeps in memory at once.
     max_loaded_models: int = 2
+    # A diffusers model that runs out of GPU memory even one image at a time may be
+    # offloaded to the CPU between its parts (slower, but it draws).
+    allow_cpu_offload: bool = False
     # Size and steps used when a request gives none.
     default_size: str = "512x512"
     default_steps: int = 30

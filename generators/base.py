@@ -120,6 +120,12 @@ class Generator:
             return self.stylize(request, progress)
         raise UnsupportedTask(f"Unknown task {request.task!r}.")
 
+    def use_less_memory(self) -> str | None:
+        """After running out of memory even one image at a time: switch to a slower
+        mode that needs less (diffusers: CPU offload), if the family has one and the
+        operator allows it. Returns what was done, for the job's note; None: nothing."""
+        return None
+
     def draw(self, request: GenerationRequest, progress: ProgressCallback) -> GenerationResult:
         raise UnsupportedTask(f"The {self.family} generator cannot draw from a prompt.")
 

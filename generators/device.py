@@ -51,3 +51,23 @@ def pick_dtype(preference: str, device: torch.device) -> torch.dtype:
     if preference not in _DTYPES:
         raise UserError(f"Unknown dtype {preference!r}: use auto, float16, bfloat16 or float32.")
     return _DTYPES[preference]
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether `exc` says the device (or the host) ran out of memory: CUDA's
+    OutOfMemoryError, MPS's and the CPU allocator's RuntimeErrors, MemoryError."""
+    if isinstance(exc, (MemoryError, getattr(torch, "OutOfMemoryError", MemoryError))):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(
+        words in text for words in ("out of memory", "can't allocate memory",
+                                    "not enough memory"))
+
+
+def free_memory(device: torch.device | None = None) -> None:
+    """Give cached blocks back to the device after a failed or finished model."""
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available() and (device is None or device.type == "cuda"):
+        torch.cuda.empty_cache()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import dataclasses
 import logging
 import threading
 import time
@@ -121,6 +122,8 @@ class Worker:
         entry = self.settings.model_entry(model) if family == "diffusion" else None
         options = {k: v for k, v in (("config", entry and entry.config),
                                      ("arch", entry and entry.arch)) if v}
+        if family == "diffusion" and self.settings.allow_cpu_offload:
+            options["allow_offload"] = True
         gen = self.loader(family, model, device, dtype, **options)
         log.info("loaded %s model %s in %.1fs", family, model, time.monotonic() - started)
         self._models[key] = gen
@@ -323,7 +326,7 @@ class Worker:
         """Device thread: load, generate, and write the PNGs to the store."""
         generator = self._generator_for(job.family, job.model)
         progress(0, request.steps)
-        result = generator.generate(request, progress)
+        result = self._within_memory(job, generator, request, progress)
         if len(result.images) != len(result.seeds):
             raise RuntimeError(
                 f"generator returned {len(result.images)} images for {len(result.seeds)} seeds"
@@ -332,6 +335,51 @@ class Worker:
         for seed, image in zip(result.seeds, result.images):
             stored.append(self.images.put_image(image, text=_png_text(job, seed)))
         return result, generator.model_revision, stored
+
+
+    def _within_memory(self, job: Job, generator: Generator, request: GenerationRequest,
+                       progress) -> GenerationResult:
+        """Generate; when the device runs out of memory, free what it can and retry in
+        smaller calls (half the images each time, down to one at a time), then in the
+        family's low-memory mode if the operator allows it. Each image keeps its own
+        seed, so the images are those of one call; the job's notes say what happened."""
+        size, low_memory = request.count, None
+        while True:
+            try:
+                parts = [generator.generate(
+                            dataclasses.replace(request, seeds=request.seeds[i:i + size]), progress)
+                         for i in range(0, request.count, size)]
+                break
+            except Exception as exc:  # noqa: BLE001 - only running out of memory is retried
+                from generators.device import free_memory, is_out_of_memory
+
+                if not is_out_of_memory(exc):
+                    raise
+                free_memory(self._device)
+                if size > 1:
+                    size = max(1, size // 2)
+                    log.warning("job %d ran out of memory; retrying %d image(s) per call",
+                                job.id, size)
+                    continue
+                low_memory = generator.use_less_memory() if low_memory is None else None
+                if low_memory is None:
+                    raise UserError("The device ran out of memory even for one image at a "
+                                    "time; try a smaller size.") from None
+                log.warning("job %d ran out of memory one image at a time; now %s",
+                            job.id, low_memory)
+        if len(parts) == 1 and low_memory is None:
+            return parts[0]
+        result = GenerationResult(images=[im for part in parts for im in part.images],
+                                  seeds=[seed for part in parts for seed in part.seeds],
+                                  params=dict(parts[0].params))
+        notes = list(result.params.get("notes", []))
+        if size < request.count:
+            notes.append(f"The device ran out of memory, so the images were made {size} at a "
+                         f"time.")
+        if low_memory:
+            notes.append(f"The device ran out of memory, so {low_memory}.")
+        result.params["notes"] = notes
+        return result
 
 
 def _png_text(job: Job, seed: int) -> dict[str, str]:

@@ -30,16 +30,31 @@ from generators.diffusion.samplers import scheduler_for
 class DiffusionGenerator(Generator):
     family = "diffusion"
 
-    def __init__(self, pipe, model_revision: str | None = None):
+    def __init__(self, pipe, model_revision: str | None = None, *, allow_offload: bool = False):
         super().__init__(model_revision)
         self.pipe = pipe  # text to image
         self._img2img = None  # built on first use; shares pipe's modules
+        self.allow_offload = allow_offload  # the operator's `allow_cpu_offload`
+        self.offloaded = False
 
     @classmethod
     def load(cls, ref: str, device: torch.device, dtype: torch.dtype, *,
-             config: str | None = None, arch: str | None = None) -> "DiffusionGenerator":
+             config: str | None = None, arch: str | None = None,
+             allow_offload: bool = False) -> "DiffusionGenerator":
         pipe, revision = load_pipeline(ref, device, dtype, config=config, arch=arch)
-        return cls(pipe, revision)
+        return cls(pipe, revision, allow_offload=allow_offload)
+
+    def use_less_memory(self) -> str | None:
+        """CPU offload (each component moves to the GPU only while it runs) and a tiled
+        VAE: slower, but a model larger than the GPU still draws."""
+        if self.offloaded or not self.allow_offload or self.pipe.device.type != "cuda":
+            return None
+        self.pipe.enable_model_cpu_offload(device=self.pipe.device)
+        if hasattr(self.pipe, "vae") and hasattr(self.pipe.vae, "enable_tiling"):
+            self.pipe.vae.enable_tiling()
+        self._img2img = None  # rebuilt from the offloaded pipeline
+        self.offloaded = True
+        return "the model was offloaded to the CPU between its parts"
 
     # -- helpers --------------------------------------------------------------
 
