@@ -131,8 +131,11 @@ class Settings:
     # A running job whose worker has not been heard from for this long is
     # considered abandoned and queued again (seconds).
     lease_s: float = 120.0
-    # How many loaded models a worker keeps in memory at once.
-    max_loaded_models: int = 2
+    # Loaded models stay in memory while their weights fit this many GB, least
+    # recently used out first; 0: 90% of the GPU's memory on CUDA, half the RAM on
+    # a CPU. max_loaded_models caps their number as well.
+    model_memory_gb: float = 0.0
+    max_loaded_models: int = 8
     # A diffusers model that runs out of GPU memory even one image at a time may be
     # offloaded to the CPU between its parts (slower, but it draws).
     allow_cpu_offload: bool = False

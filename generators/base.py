@@ -120,6 +120,31 @@ class Generator:
             return self.stylize(request, progress)
         raise UnsupportedTask(f"Unknown task {request.task!r}.")
 
+    def memory_bytes(self) -> int:
+        """The bytes its weights take (parameters and buffers of every torch module it
+        holds, a diffusers pipeline's components included, shared ones counted once):
+        what the worker's model cache budgets by."""
+        import torch
+
+        seen: set[int] = set()
+        total = 0
+
+        def modules(value):
+            if isinstance(value, torch.nn.Module):
+                yield value
+            for part in getattr(value, "components", {}).values() if not isinstance(
+                    value, torch.nn.Module) else ():
+                if isinstance(part, torch.nn.Module):
+                    yield part
+
+        for value in vars(self).values():
+            for module in modules(value):
+                for tensor in [*module.parameters(), *module.buffers()]:
+                    if id(tensor) not in seen:
+                        seen.add(id(tensor))
+                        total += tensor.numel() * tensor.element_size()
+        return total
+
     def use_less_memory(self) -> str | None:
         """After running out of memory even one image at a time: switch to a slower
         mode that needs less (diffusers: CPU offload), if the family has one and the

@@ -89,7 +89,9 @@ class Worker:
         self._device_thread = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="artbot-device"
         )
+        # Loaded models, least recently used first, and the bytes each one's weights take.
         self._models: collections.OrderedDict[tuple[str, str], Generator] = collections.OrderedDict()
+        self._model_bytes: dict[tuple[str, str], int] = {}
         self._running: dict[int, _Running] = {}
         self._stopping = asyncio.Event()
         self._device = None
@@ -106,18 +108,40 @@ class Worker:
             log.info("worker %s uses %s (%s)", self.worker_id, self._device, self._dtype)
         return self._device, self._dtype
 
+    def memory_budget(self) -> int:
+        """Bytes of model weights this worker keeps loaded: the operator's
+        model_memory_gb, else 90% of the GPU's memory on CUDA, half the RAM elsewhere."""
+        if self.settings.model_memory_gb > 0:
+            return int(self.settings.model_memory_gb * 1e9)
+        device, _ = self._device_and_dtype()
+        if device.type == "cuda":
+            import torch
+
+            return int(torch.cuda.get_device_properties(device).total_memory * 0.9)
+        import psutil
+
+        return int(psutil.virtual_memory().total * 0.5)
+
     def _generator_for(self, family: str, model: str) -> Generator:
-        """The loaded generator for (family, model), loading it if needed (device thread)."""
+        """The loaded generator for (family, model), loading it if needed (device thread).
+
+        Models stay loaded while their weights fit the memory budget, least recently
+        used out first: room is made before loading, from what the model's files say it
+        needs, and again afterwards, from what it really takes."""
         key = (family, model)
         gen = self._models.get(key)
         if gen is not None:
             self._models.move_to_end(key)
             return gen
-        while len(self._models) >= max(1, self.settings.max_loaded_models):
-            old_key, _ = self._models.popitem(last=False)
-            log.info("unloading model %s to make room", old_key[1])
-            self._free_device_memory()
         device, dtype = self._device_and_dtype()
+        budget = self.memory_budget()
+        from worker.catalogue import parameter_count
+
+        params = parameter_count(model) if family in ("diffusion",) else None
+        expected = (params or 0) * getattr(dtype, "itemsize", 4)  # before it is loaded
+        self._make_room(budget - expected, keep=None, why=f"to load {model}")
+        while len(self._models) >= max(1, self.settings.max_loaded_models):
+            self._unload_oldest(f"to load {model} (max_loaded_models)")
         started = time.monotonic()
         entry = self.settings.model_entry(model) if family == "diffusion" else None
         options = {k: v for k, v in (("config", entry and entry.config),
@@ -125,9 +149,25 @@ class Worker:
         if family == "diffusion" and self.settings.allow_cpu_offload:
             options["allow_offload"] = True
         gen = self.loader(family, model, device, dtype, **options)
-        log.info("loaded %s model %s in %.1fs", family, model, time.monotonic() - started)
         self._models[key] = gen
+        self._model_bytes[key] = gen.memory_bytes()
+        log.info("loaded %s model %s in %.1fs (%.2f GB of weights; budget %.2f GB)", family,
+                 model, time.monotonic() - started, self._model_bytes[key] / 1e9, budget / 1e9)
+        self._make_room(budget, keep=key, why=f"after loading {model}")
         return gen
+
+    def _make_room(self, budget: int, *, keep, why: str) -> None:
+        """Unload the least recently used models until the loaded ones fit `budget`."""
+        while sum(self._model_bytes.get(k, 0) for k in self._models) > budget and \
+                any(k != keep for k in self._models):
+            self._unload_oldest(why, keep=keep)
+
+    def _unload_oldest(self, why: str, keep=None) -> None:
+        old_key = next(k for k in self._models if k != keep)
+        self._models.pop(old_key)
+        freed = self._model_bytes.pop(old_key, 0)
+        log.info("unloaded model %s (%.2f GB) %s", old_key[1], freed / 1e9, why)
+        self._free_device_memory()
 
     def _free_device_memory(self) -> None:
         import gc
