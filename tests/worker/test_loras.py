@@ -6,23 +6,14 @@ it gives the byte-identical PNG of a job made before the LoRA was ever loaded.""
 from __future__ import annotations
 
 import pytest
-import pytest_asyncio
 from PIL import Image
 
 from generators.diffusion.tiny_lora import build_tiny_lora
 from storage.images import ImageStore
 from storage.jobs import JobStatus
 from worker.policy import Requester
-from worker.queue import LocalJobQueue
 from worker.requests import build_draw
 from worker.runner import Worker
-
-
-@pytest_asyncio.fixture
-async def queue(settings):
-    q = await LocalJobQueue(settings.db_path).open()
-    yield q
-    await q.close()
 
 
 @pytest.mark.asyncio

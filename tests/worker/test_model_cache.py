@@ -5,14 +5,12 @@ size is read from its files before it is loaded and measured once it is."""
 from __future__ import annotations
 
 import pytest
-import pytest_asyncio
 import torch
 
 from generators.diffusion.tiny import build_tiny_pipeline
 from storage.images import ImageStore
 from tests.worker.paint import PaintGenerator
 from worker.policy import Requester
-from worker.queue import LocalJobQueue
 from worker.requests import build_draw
 from worker.runner import Worker
 
@@ -25,13 +23,6 @@ class Weighty(PaintGenerator):
     def __init__(self, mb: int):
         super().__init__()
         self.weights = torch.nn.Linear(mb * MB // 4, 1, bias=False)
-
-
-@pytest_asyncio.fixture
-async def queue(settings):
-    q = await LocalJobQueue(settings.db_path).open()
-    yield q
-    await q.close()
 
 
 async def draw_with(queue, settings, worker, *models):

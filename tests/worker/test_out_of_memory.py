@@ -6,14 +6,12 @@ job fail, in words, and the worker goes on with the next one."""
 from __future__ import annotations
 
 import pytest
-import pytest_asyncio
 import torch
 
 from storage.images import ImageStore
 from storage.jobs import JobStatus
 from tests.worker.paint import PaintGenerator
 from worker.policy import Requester
-from worker.queue import LocalJobQueue
 from worker.requests import build_draw
 from worker.runner import Worker
 
@@ -40,13 +38,6 @@ class TightGenerator(PaintGenerator):
             return None
         self.fits = 4
         return "the model was offloaded to the CPU between its parts"
-
-
-@pytest_asyncio.fixture
-async def queue(settings):
-    q = await LocalJobQueue(settings.db_path).open()
-    yield q
-    await q.close()
 
 
 async def run_jobs(queue, settings, generator, *counts):

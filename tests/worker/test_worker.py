@@ -11,7 +11,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 
 from artbot.config import Settings
 from artbot.errors import QueueFull
@@ -21,7 +20,6 @@ from storage.jobs import JobStatus, JobStore
 from tests.worker.paint import paint_loader
 from worker.requests import build_draw
 from worker.policy import Requester
-from worker.queue import LocalJobQueue
 from worker.runner import Worker
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,13 +30,6 @@ def spec(settings, prompt="a fox", steps=3, count=1, seed=1, model="paint-model"
                    size="16x16", model=model)
     s.family = "paint"
     return s
-
-
-@pytest_asyncio.fixture
-async def queue(settings):
-    q = await LocalJobQueue(settings.db_path).open()
-    yield q
-    await q.close()
 
 
 def make_worker(queue, settings, step_s=0.0, **kw):
