@@ -27,6 +27,12 @@ from generators.diffusion.prompting import prompt_embeddings
 from generators.diffusion.samplers import scheduler_for
 
 
+# Images larger than this many pixels are decoded by the VAE in tiles, so that the
+# decode of a large image (hires, upscales) does not run out of memory; below it the
+# VAE decodes in one piece, as the model was made to (tiles blend at their seams).
+TILED_ABOVE_PIXELS = 2048 * 1024
+
+
 class DiffusionGenerator(Generator):
     family = "diffusion"
 
@@ -101,6 +107,22 @@ class DiffusionGenerator(Generator):
 
     @staticmethod
     @contextlib.contextmanager
+    def _tiled_vae(pipe, request: GenerationRequest):
+        """A tiled VAE for this call when the image is large (and not tiled already)."""
+        vae = getattr(pipe, "vae", None)
+        large = request.width * request.height > TILED_ABOVE_PIXELS
+        if not large or vae is None or not hasattr(vae, "enable_tiling") or \
+                getattr(vae, "use_tiling", False):
+            yield
+            return
+        vae.enable_tiling()
+        try:
+            yield
+        finally:
+            vae.disable_tiling()
+
+    @staticmethod
+    @contextlib.contextmanager
     def _safety(pipe, request: GenerationRequest):
         """The model's safety checker stays on unless the job says `safety_checker: False`
         (which the server's rules allow only in age-restricted channels)."""
@@ -151,7 +173,7 @@ class DiffusionGenerator(Generator):
         accepts = _call_parameters(pipe)
         kwargs = {k: v for k, v in task.items() if k in accepts}
         notes: list[str] = []
-        with torch.inference_mode(), self._safety(pipe, request), \
+        with torch.inference_mode(), self._safety(pipe, request), self._tiled_vae(pipe, request), \
                 self._sampler(pipe, request), applied_loras(pipe, request.loras):
             kwargs.update(self._text_inputs(pipe, request, accepts, notes))
             if "callback_on_step_end" in accepts:

@@ -192,3 +192,15 @@ def test_a_flow_matching_model_refuses_a_sampler_in_one_line():
 
     with pytest.raises(UnsupportedSampler, match="flow matching.*Leave the sampler out"):
         scheduler_for("Euler a", FlowMatchEulerDiscreteScheduler())
+
+
+def test_large_images_are_decoded_in_tiles_for_that_call_only(tiny, monkeypatch):
+    from generators.diffusion import generator as diffusion
+
+    whole = draw(tiny, [3], width=128, height=128, steps=2).images[0]
+    monkeypatch.setattr(diffusion, "TILED_ABOVE_PIXELS", 100 * 100)
+    tiled = draw(tiny, [3], width=128, height=128, steps=2).images[0]
+    assert tiled.size == (128, 128) and tiled.tobytes() != whole.tobytes()  # tiles, blended
+    assert tiny.pipe.vae.use_tiling is False  # off again after the call
+    monkeypatch.setattr(diffusion, "TILED_ABOVE_PIXELS", 2048 * 1024)
+    assert draw(tiny, [3], width=128, height=128, steps=2).images[0].tobytes() == whole.tobytes()
