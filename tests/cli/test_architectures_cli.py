@@ -3,15 +3,14 @@ runs them: with no option but the model, each draws at its own native size,
 steps and guidance; variations keep the input's size; what a model cannot do is
 refused in one line before anything is queued.
 
-The commands run in-process through `cli.main.main` (the same parser, queue,
-worker and loader as the `artbot` script) so that torch is imported once."""
+The commands run in-process (the `artbot` fixture of tests/cli/conftest.py) so
+that torch is imported once."""
 
 import sqlite3
 
 import pytest
 from PIL import Image
 
-from cli.main import main
 
 # The tiny models' native sizes (their configs' sample_size x VAE scale factor) and
 # each architecture's own steps and guidance.
@@ -23,22 +22,6 @@ EXPECTED = {
     "flux": (128, 28, 3.5),
     "pixart-sigma": (128, 20, 4.5),
 }
-
-
-@pytest.fixture
-def artbot(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("ARTBOT_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("ARTBOT_DEVICE", "cpu")
-    monkeypatch.delenv("ARTBOT_CONFIG", raising=False)
-    monkeypatch.chdir(tmp_path)
-
-    def run(*args):
-        code = main(list(args))
-        out = capsys.readouterr()
-        return code, out.out, out.err.strip()
-
-    run.db = tmp_path / "data" / "artbot.db"
-    return run
 
 
 def job_params(db):

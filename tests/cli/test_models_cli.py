@@ -9,7 +9,6 @@ import socket
 import pytest
 from PIL import Image
 
-from tests.cli.test_architectures_cli import artbot  # noqa: F401 - a fixture
 from tests.generators.ldm_checkpoint import to_single_file
 
 
@@ -57,7 +56,7 @@ source = "{files / 'lost.safetensors'}"
     return {"sd15": sd15, "xl": xl}
 
 
-def test_single_file_checkpoints_draw_with_the_network_cut(artbot, civitai, no_network,  # noqa: F811
+def test_single_file_checkpoints_draw_with_the_network_cut(artbot, civitai, no_network,
                                                            tmp_path):
     code, out, err = artbot("draw", "a red fox <lora:grain:0.7>", "--model", "dreamy",
                             "--steps", "3", "--seed", "1", "--out", "sd15.png")
@@ -74,7 +73,7 @@ def test_single_file_checkpoints_draw_with_the_network_cut(artbot, civitai, no_n
         assert "Steps: 6," in im.info["parameters"] and "Clip skip: 2" in im.info["parameters"]
 
 
-def test_what_cannot_load_says_why_in_one_line(artbot, civitai, no_network, tmp_path):  # noqa: F811
+def test_what_cannot_load_says_why_in_one_line(artbot, civitai, no_network, tmp_path):
     # A checkpoint outside the catalogue, with no config folder and no hub: what to do.
     stray = tmp_path / "stray_xl.safetensors"
     stray.write_bytes(civitai["xl"].read_bytes())
@@ -91,7 +90,7 @@ def test_what_cannot_load_says_why_in_one_line(artbot, civitai, no_network, tmp_
     assert code == 2 and "No LoRA named 'nope'; LoRAs: grain." in err
 
 
-def test_artbot_models_lists_the_catalogue(artbot, civitai):  # noqa: F811
+def test_artbot_models_lists_the_catalogue(artbot, civitai):
     code, out, err = artbot("models")
     assert code == 0, err
     blocks = {b.split()[0]: b for b in out.strip().split("\n\n")}
