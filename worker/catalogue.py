@@ -61,9 +61,9 @@ def _weight_files(source: str) -> list[Path]:
     if path.is_file():
         return [path] if path.suffix.lower() == ".safetensors" else []
     if not path.is_dir():
-        from generators.diffusion.profiles import hub_snapshot
+        from generators.diffusion.checkpoints import cached_config
 
-        snapshot = hub_snapshot(source)
+        snapshot = cached_config(source)
         if snapshot is None:
             return []
         path = snapshot

@@ -170,16 +170,9 @@ class Worker:
         self._free_device_memory()
 
     def _free_device_memory(self) -> None:
-        import gc
+        from generators.device import free_memory
 
-        gc.collect()
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except ImportError:  # pragma: no cover
-            pass
+        free_memory(self._device)
 
     async def warm_up(self, family: str, model: str) -> bool:
         """Load a model before any job asks for it. A failure is logged, not raised."""

@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from artbot.errors import ModelNotFound
+from generators.diffusion.lora import is_lora_tensors
 
 ARCHITECTURES = ("sd1", "sd2", "sd2-v", "sdxl", "sdxl-refiner", "sd3", "flux")
 
@@ -185,7 +186,7 @@ def arch_from_tensors(shapes: Mapping[str, Sequence[int]]) -> str | None:
     its text encoder's resblocks.9, which a small model lacks): the first
     block, the embeddings, the text projection.
     """
-    if _is_lora(shapes):
+    if is_lora_tensors(shapes):
         return "lora"
 
     def has(*names: str) -> bool:
@@ -219,19 +220,9 @@ def arch_from_tensors(shapes: Mapping[str, Sequence[int]]) -> str | None:
     return {768: "sd1", 1024: "sd2", 2048: "sdxl", 1280: "sdxl-refiner"}.get(width)
 
 
-_LORA_PREFIXES = ("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_", "lora_te3_", "lora_transformer_")
-_LORA_PARTS = (".lora_A.", ".lora_B.", ".lora.down.", ".lora.up.", ".lora_down.", ".lora_up.")
-
-
-def _is_lora(shapes: Mapping[str, Any]) -> bool:
-    """Most tensors are LoRA factors: kohya's `lora_unet_*`/`lora_te_*`, or peft/diffusers' `lora_A`/`lora_B`."""
-    lora = sum(1 for n in shapes if n.startswith(_LORA_PREFIXES) or any(p in n for p in _LORA_PARTS))
-    return lora > 0 and 2 * lora >= len(shapes)
-
-
 # --- Loading ---------------------------------------------------------------------------------
 
-def _offline_from_env() -> bool:
+def hub_offline() -> bool:
     """HF_HUB_OFFLINE, or ARTBOT_OFFLINE (artbot downloads nothing at all)."""
     return any(os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on")
                for var in ("HF_HUB_OFFLINE", "ARTBOT_OFFLINE"))
@@ -294,7 +285,7 @@ def load_checkpoint(path: str | os.PathLike, arch: str | None, *, config: str | 
     if arch not in PIPELINES:
         raise ModelNotFound(f"{path}: architecture {arch!r} cannot be loaded from a single file "
                             f"(one of {', '.join(PIPELINES)}).")
-    offline = _offline_from_env() if offline is None else offline
+    offline = hub_offline() if offline is None else offline
 
     import diffusers
     from diffusers.loaders.single_file_utils import SingleFileComponentError

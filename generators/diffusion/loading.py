@@ -17,13 +17,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 from pathlib import Path
 
 import torch
 
 from artbot.errors import ModelNotFound
+from generators.diffusion.checkpoints import cached_config, hub_offline
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +56,6 @@ def folder_fingerprint(folder: Path) -> str:
     return "local-" + h.hexdigest()[:12]
 
 
-def _hub_offline() -> bool:
-    """HF_HUB_OFFLINE, or ARTBOT_OFFLINE (artbot downloads nothing at all)."""
-    return any(os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on")
-               for var in ("HF_HUB_OFFLINE", "ARTBOT_OFFLINE"))
-
-
 def _hub_reachable(timeout: float = 3.0) -> bool:
     """Can we open a TCP connection to the hub at all? (Saves a minute of retries offline.)"""
     import socket
@@ -83,14 +77,8 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 
 
 def _cached_revision(repo_id: str) -> str | None:
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:  # pragma: no cover
-        return None
-    found = try_to_load_from_cache(repo_id, "model_index.json")
-    if isinstance(found, str):
-        return Path(found).parent.name  # .../snapshots/<commit>/model_index.json
-    return None
+    snapshot = cached_config(repo_id)
+    return snapshot.name if snapshot else None  # .../snapshots/<commit>/
 
 
 def load_pipeline(ref: str, device: torch.device, dtype: torch.dtype, *,
@@ -174,7 +162,7 @@ def _load_single_file(path: Path, dtype: torch.dtype, *, config: str | None, arc
         found = "flux" if arch.startswith("flux") else arch
     if found is None and path.suffix.lower() == ".ckpt":
         found = "sd1"  # a pickle's names cannot be read without loading it; SD 1.x is the usual
-    offline = _hub_offline() or (config is None and not _hub_reachable())
+    offline = hub_offline() or (config is None and not _hub_reachable())
     return load_checkpoint(path, found, config=config, dtype=dtype, offline=offline)
 
 
@@ -192,8 +180,8 @@ def _load_from_hub(repo_id: str, dtype: torch.dtype):
         )
     except (OSError, ValueError) as cached_exc:
         log.info("model %s is not in the local cache (%s)", repo_id, _short(cached_exc))
-    if _hub_offline() or not _hub_reachable():
-        why = "HF_HUB_OFFLINE is set" if _hub_offline() else "the hub cannot be reached"
+    if hub_offline() or not _hub_reachable():
+        why = "HF_HUB_OFFLINE is set" if hub_offline() else "the hub cannot be reached"
         raise ModelNotFound(
             f"Unknown model {repo_id!r}: no such folder or file, not in the Hugging Face cache, "
             f"and {why}. Download it with internet (huggingface-cli download {repo_id}) or pass "

@@ -122,12 +122,14 @@ def is_lora_file(path: str | Path) -> bool:
     """Whether `path` is a safetensors file of LoRA weights (any of the layouts above):
     most of its tensors are LoRA factors or their alphas. Reads only the header."""
     header = safetensors_header(path)
-    if header is None:
-        return False
-    names = _tensor_names(header)
-    if not names:
-        return False
-    return sum(map(_is_lora_key, names)) * 2 > len(names)
+    return header is not None and is_lora_tensors(_tensor_names(header))
+
+
+def is_lora_tensors(names) -> bool:
+    """Whether tensors of these names are LoRA weights: most are LoRA factors or alphas.
+    (`checkpoints.checkpoint_arch` tells a LoRA from a model by this too.)"""
+    names = list(names)
+    return bool(names) and sum(map(_is_lora_key, names)) * 2 > len(names)
 
 
 def lora_base_model(path: str | Path) -> str | None:

@@ -221,18 +221,6 @@ def from_checkpoint(path: Path, config: Path | None = None) -> Profile:
     return profile
 
 
-def hub_snapshot(repo_id: str) -> Path | None:
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:  # pragma: no cover
-        return None
-    try:
-        found = try_to_load_from_cache(repo_id, "model_index.json")
-    except Exception:  # noqa: BLE001 - a malformed id is not a cached model
-        return None
-    return Path(found).parent if isinstance(found, str) else None
-
-
 _CACHE: dict[tuple, Profile] = {}
 
 
@@ -258,7 +246,9 @@ def detect(ref: str, *, config: str | None = None) -> Profile:
         elif path.suffix.lower() in (".safetensors", ".ckpt"):
             profile = from_checkpoint(path, Path(config).expanduser() if config else None)
         else:
-            snapshot = hub_snapshot(ref)
+            from generators.diffusion.checkpoints import cached_config
+
+            snapshot = cached_config(ref)
             profile = from_folder(snapshot, ref) if snapshot else from_name(ref)
         _CACHE[key] = profile
     return _CACHE[key]
