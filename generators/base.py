@@ -14,6 +14,11 @@ A family is handed a request and returns images plus what reproduces them:
 A family that cannot do a task raises `UnsupportedTask` with a message for the
 user. `progress(step, total)` is called as work advances; it may raise (the
 worker raises to cancel or time out a job) and the exception must propagate.
+A family that can show the image forming passes a third argument,
+`progress(step, total, preview)`: `preview(i)` returns a small RGB picture of
+image i of the call as it stands now. It is called lazily, only when the worker
+will show one (at most once every 1.5 s a job), so a step costs nothing extra
+when nobody looks.
 """
 
 from __future__ import annotations
@@ -26,10 +31,12 @@ from PIL import Image
 
 from artbot.errors import InvalidRequest, UserError
 
-ProgressCallback = Callable[[int, int], None]
+# preview(i) -> image i of the call as it stands now (see the module docstring).
+PreviewFn = Callable[[int], Image.Image]
+ProgressCallback = Callable[..., None]  # (step, total) or (step, total, preview)
 
 
-def no_progress(step: int, total: int) -> None:
+def no_progress(step: int, total: int, preview: PreviewFn | None = None) -> None:
     pass
 
 

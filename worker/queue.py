@@ -26,7 +26,7 @@ import asyncio
 import concurrent.futures
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Iterable, Sequence, TypeVar
 
@@ -66,6 +66,8 @@ class JobEvent:
     step: int | None = None
     total: int | None = None
     error: str | None = None
+    # 'progress' events may carry the image forming: a small JPEG (see Worker.PREVIEW_EVERY_S).
+    preview: bytes | None = field(default=None, repr=False, compare=False)
 
     @property
     def final(self) -> bool:

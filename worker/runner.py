@@ -20,6 +20,7 @@ import asyncio
 import collections
 import concurrent.futures
 import dataclasses
+import io
 import logging
 import threading
 import time
@@ -38,6 +39,11 @@ log = logging.getLogger(__name__)
 
 # How often a running worker says it is alive (`JobQueue.worker_seen`), in seconds.
 SEEN_EVERY_S = 2.0
+# At most one preview of the image forming per job this often, in seconds: Discord
+# shows at most one edit per 1.5 s of a message (bot.delivery.EDIT_INTERVAL).
+PREVIEW_EVERY_S = 1.5
+# Previews are JPEGs no larger than this on their longer side, in pixels.
+PREVIEW_SIDE = 256
 
 # (family, model, device, dtype) -> Generator
 GeneratorLoader = Callable[[str, str, Any, Any], Generator]
@@ -58,6 +64,7 @@ class _Running:
     cancel: threading.Event = field(default_factory=threading.Event)
     step: int | None = None
     total: int | None = None
+    last_preview: float = 0.0  # time.monotonic() of the last preview shown
 
 
 def _default_loader(family: str, model: str, device, dtype, **options) -> Generator:
@@ -259,14 +266,15 @@ class Worker:
         self._running[job.id] = running
         beat = asyncio.create_task(self._heartbeat(running))
 
-        def progress(step: int, total: int) -> None:  # on the device thread
+        def progress(step: int, total: int, preview=None) -> None:  # on the device thread
             if running.cancel.is_set():
                 raise JobCanceled()
             if time.monotonic() > running.deadline:
                 raise JobTimedOut()
             running.step, running.total = step, total
             loop.call_soon_threadsafe(
-                self.queue.publish, JobEvent(job.id, "progress", step=step, total=total)
+                self.queue.publish, JobEvent(job.id, "progress", step=step, total=total,
+                                             preview=self._preview_of(running, preview, 0, step, total))
             )
 
         started = time.monotonic()
@@ -325,6 +333,25 @@ class Worker:
                     running.cancel.set()
         except asyncio.CancelledError:
             pass
+
+    def _preview_of(self, running: _Running, preview, index: int, step: int,
+                    total: int) -> bytes | None:
+        """A small JPEG of image `index` of the call as it stands, if the generator offers
+        one, the job has not had one for PREVIEW_EVERY_S, and it is not the last step
+        (the result itself follows). Device thread; a failed preview is logged, not raised."""
+        now = time.monotonic()
+        if preview is None or step >= total or now - running.last_preview < PREVIEW_EVERY_S:
+            return None
+        running.last_preview = now
+        try:
+            image = preview(index).convert("RGB")
+            image.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
+            out = io.BytesIO()
+            image.save(out, format="JPEG", quality=80)
+            return out.getvalue()
+        except Exception:  # noqa: BLE001 - a preview is a nicety; the job goes on
+            log.warning("job %d: could not make a preview", running.job.id, exc_info=True)
+            return None
 
     def _request_for(self, job: Job) -> GenerationRequest:
         p = job.params
