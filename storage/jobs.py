@@ -208,13 +208,16 @@ class JobStore:
         *,
         lease_s: float,
         max_jobs: int = 1,
+        max_images: int | None = None,
         families: Iterable[str] | None = None,
     ) -> list[Job]:
-        """Take up to `max_jobs` jobs in fair order; all of them share one batch key.
+        """Take up to `max_jobs` jobs (and `max_images` images) in fair order, for one call.
 
-        The first job is the oldest queued job of the least recently served
-        user. Further jobs (for batching) are taken the same way among jobs
-        with the first one's batch key. Returns [] when nothing is queued.
+        The first job is the oldest queued job of the least recently served user.
+        The next one is whatever the fair order gives next, and it joins only if it
+        shares the first one's batch key and its images still fit: the batch is the
+        fair order's longest run of compatible jobs, so batching never lets a user
+        ahead of someone the order would serve first. Returns [] when nothing is queued.
         """
         gen_filter = ""
         gen_params: list[Any] = []
@@ -226,24 +229,24 @@ class JobStore:
         def txn() -> list[int]:
             claimed: list[int] = []
             batch_key = None
+            images = 0
             while len(claimed) < max_jobs:
-                extra = gen_filter
-                params = list(gen_params)
-                if batch_key is not None:
-                    extra += " AND batch_key = ?"
-                    params.append(batch_key)
                 row = self.conn.execute(
-                    f"""SELECT j.id, j.user_id, j.batch_key FROM jobs j
+                    f"""SELECT j.id, j.user_id, j.batch_key, json_array_length(j.seeds) FROM jobs j
                         JOIN (SELECT user_id, MIN(id) AS head FROM jobs
-                              WHERE status = 'queued'{extra} GROUP BY user_id) h ON j.id = h.head
+                              WHERE status = 'queued'{gen_filter} GROUP BY user_id) h ON j.id = h.head
                         JOIN users u ON u.id = j.user_id
                         ORDER BY u.last_served, j.id LIMIT 1""",
-                    params,
+                    gen_params,
                 ).fetchone()
                 if row is None:
                     break
-                job_id, user_id, key = row
+                job_id, user_id, key, count = row
+                if claimed and (key != batch_key or
+                                (max_images is not None and images + count > max_images)):
+                    break
                 batch_key = key
+                images += count
                 now = time.time()
                 self.conn.execute(
                     """UPDATE jobs SET status = 'running', attempts = attempts + 1,

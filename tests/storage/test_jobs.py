@@ -27,7 +27,7 @@ def submit(store: JobStore, user: str, prompt: str = "x", max_queued: int = 1000
         family="diffusion",
         model="m",
         params={"prompt": prompt},
-        seeds=[1],
+        seeds=kw.pop("seeds", [1]),
         batch_key=kw.pop("batch_key", "k"),
         source="cli",
         max_queued=max_queued,
@@ -106,13 +106,28 @@ def test_queue_cap_holds_under_concurrent_submits(tmp_path):
     assert len(accepted) == 5 and len(errors) == 15
 
 
-def test_batch_claim_takes_only_compatible_jobs(job_store):
+def test_batch_claim_takes_the_fair_orders_run_of_compatible_jobs(job_store):
     submit(job_store, "a", "a0", batch_key="512")
-    submit(job_store, "b", "b0", batch_key="768")
     submit(job_store, "c", "c0", batch_key="512")
+    submit(job_store, "b", "b0", batch_key="768")
+    submit(job_store, "d", "d0", batch_key="512")
     jobs = job_store.claim("w", lease_s=60, max_jobs=4)
+    # d0 shares the key but the fair order serves b first: d may not jump ahead of b.
     assert [j.params["prompt"] for j in jobs] == ["a0", "c0"]
     assert all(j.status is JobStatus.RUNNING for j in jobs)
+    assert [j.params["prompt"] for j in job_store.claim("w", lease_s=60, max_jobs=4)] == ["b0"]
+    assert [j.params["prompt"] for j in job_store.claim("w", lease_s=60, max_jobs=4)] == ["d0"]
+
+
+def test_batch_claim_stops_before_the_image_limit(job_store):
+    submit(job_store, "a", "grid", seeds=[1, 2, 3, 4])
+    submit(job_store, "b", "b0", seeds=[5])
+    submit(job_store, "c", "c0", seeds=[6, 7])
+    submit(job_store, "d", "d0", seeds=[8])
+    jobs = job_store.claim("w", lease_s=60, max_jobs=8, max_images=6)
+    assert [j.params["prompt"] for j in jobs] == ["grid", "b0"]  # 4 + 1; c0's 2 would make 7
+    # A job larger than the limit alone still runs (the limit shapes batches only).
+    assert [j.params["prompt"] for j in job_store.claim("w", lease_s=60, max_images=1)] == ["c0"]
 
 
 def test_complete_is_exactly_once(job_store):
