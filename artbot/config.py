@@ -70,9 +70,27 @@ class ModelEntry:
     clip_skip: int | None = None
     # LoRA names (files in lora_dir, without the suffix) allowed with this model; None: all.
     loras: list[str] | None = None
+    # An AutoencoderTiny folder (TAESD, TAESDXL, TAESD3, TAEF1) that draws this model's
+    # previews of the image forming; None: a cheap linear approximation, no download.
+    preview_vae: str | None = None
+    # Speed switches, applied once at load where the model and device have them (else
+    # skipped with the reason logged; generators/diffusion/speed.py): torch.compile of
+    # the denoiser, warmed up at load (refused while exact_batches is on); NHWC weights
+    # for the UNet and VAE; one matrix product for attention's q, k, v (no LoRAs then:
+    # it needs loras = []).
+    compile: bool = False
+    channels_last: bool = False
+    fuse_projections: bool = False
 
     FIELDS = ("source", "description", "arch", "distilled", "config", "size", "steps",
-              "guidance", "sampler", "clip_skip", "loras")
+              "guidance", "sampler", "clip_skip", "loras", "preview_vae", "compile",
+              "channels_last", "fuse_projections")
+
+    def speed_switches(self, exact_batches: bool) -> dict[str, bool] | None:
+        """The switches turned on, as `DiffusionGenerator.load(speed=...)` takes them
+        (with the worker's exact_batches, which compile needs to know); None: none."""
+        on = {k: True for k in ("compile", "channels_last", "fuse_projections") if getattr(self, k)}
+        return {**on, "exact_batches": exact_batches} if on else None
 
 
 def _model_entry(name: str, raw: Any) -> ModelEntry:
@@ -89,7 +107,8 @@ def _model_entry(name: str, raw: Any) -> ModelEntry:
         raise ConfigError(f"models.{name}: source = \"...\" (a folder, file or hub id) is missing")
     kinds = {"description": str, "arch": str, "config": str, "size": str, "sampler": str,
              "distilled": bool, "steps": int, "guidance": (int, float), "clip_skip": int,
-             "loras": list}
+             "loras": list, "preview_vae": str, "compile": bool, "channels_last": bool,
+             "fuse_projections": bool}
     for key, kind in kinds.items():
         value = raw.get(key)
         if value is not None and (not isinstance(value, kind) or
@@ -100,6 +119,9 @@ def _model_entry(name: str, raw: Any) -> ModelEntry:
     loras = raw.get("loras")
     if loras is not None and not all(isinstance(x, str) for x in loras):
         raise ConfigError(f"models.{name}.loras: a list of LoRA names, as strings")
+    if raw.get("fuse_projections") and loras != []:
+        raise ConfigError(f"models.{name}.fuse_projections: fused attention leaves LoRAs out, "
+                          f"so it needs loras = [] (no LoRAs with this model)")
     values = dict(raw)
     if "guidance" in values:
         values["guidance"] = float(values["guidance"])
@@ -139,6 +161,17 @@ class Settings:
     # A diffusers model that runs out of GPU memory even one image at a time may be
     # offloaded to the CPU between its parts (slower, but it draws).
     allow_cpu_offload: bool = False
+    # Queued jobs that could share one generator call (same model, task, size, steps,
+    # sampler, guidance, LoRAs) run together, up to this many images a call, taken
+    # in the fair order. 1 runs one job at a time. The worker lowers it for itself
+    # when the device runs out of memory.
+    max_batch_images: int = 8
+    # Every image of a batched call comes out byte-identical to the same job run
+    # alone: layers whose arithmetic depends on the batch size (matrix products,
+    # convolutions, the VAE decode) run one image at a time inside the call. Off,
+    # a GPU fuses the whole batch (faster; images then differ from a lone run in
+    # their last bits).
+    exact_batches: bool = True
     # Size and steps used when a request gives none.
     default_size: str = "512x512"
     default_steps: int = 30

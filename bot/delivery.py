@@ -8,6 +8,9 @@ Rules it keeps:
 
 - At most one edit per `EDIT_INTERVAL` seconds per message. Updates that come
   faster are merged: only the newest is sent, when the interval is up.
+- While a job runs, the worker's progress events may carry a small JPEG of the
+  image forming; the next progress edit attaches the newest one (edits without a
+  new one leave it in place), and the final edit replaces it with the result.
 - A message made as an interaction response is edited through the
   interaction's webhook, which Discord accepts for 15 minutes. From
   `LATE_AFTER` seconds on, or if Discord says the token is gone, the result is
@@ -50,6 +53,9 @@ class _MessageState:
     pending: dict[str, Any] | None = None
     flusher: asyncio.Task | None = None
     shown_position: int | None = None
+    # The newest preview JPEG not yet shown: kept when a newer progress without a
+    # preview replaces the update it came with, so the next edit still shows it.
+    preview: bytes | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -96,6 +102,8 @@ class Delivery:
 
     async def _on_event(self, event: JobEvent) -> None:
         if event.kind == "progress":
+            if event.preview:
+                self._states.setdefault(event.job_id, _MessageState()).preview = event.preview
             self._schedule(event.job_id, {"kind": "progress", "step": event.step, "total": event.total})
             return
         if event.kind == "running":
@@ -161,11 +169,12 @@ class Delivery:
 
     async def _apply(self, job_id: int, update: dict[str, Any], state: _MessageState) -> bool:
         job = await self.queue.get(job_id)
-        if job is None or job.source != "discord" or job.message_id is None:
-            return False
-        if job.delivered_at is not None:
+        if job is None or job.source != "discord" or job.message_id is None or \
+                job.delivered_at is not None:
+            state.preview = None  # nowhere to show it (yet); the next one will do
             return False
         if job.status.finished:
+            state.preview = None  # the result takes its place
             wait = state.last_edit + self.edit_interval - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
@@ -178,7 +187,15 @@ class Delivery:
             return False
         text = render.status_text(job, kind or "running", position=update.get("position"),
                                   step=update.get("step"), total=update.get("total"))
-        return await self._edit(job, final=False, content=text)
+        preview = state.preview if kind == "progress" else None
+        if preview is None:
+            return await self._edit(job, final=False, content=text)
+        make = lambda: dict(content=text,  # noqa: E731 - a fresh file object for each attempt
+                            attachments=[render.preview_file(job, preview)])
+        edited = await self._edit(job, final=False, make=make)
+        if edited and state.preview is preview:
+            state.preview = None  # shown; edits without a newer one leave it on the message
+        return edited
 
     # -- sending ----------------------------------------------------------------
 

@@ -122,5 +122,12 @@ def result_file(job: Job, images: list[ImageRecord], image_root: Path,
     return discord.File(io.BytesIO(data), filename=name, spoiler=bool(job.params.get("spoiler")))
 
 
+def preview_file(job: Job, jpeg: bytes) -> discord.File:
+    """A preview of the image forming (the worker's small JPEG) as an attachment,
+    behind a spoiler when the result will be."""
+    return discord.File(io.BytesIO(jpeg), filename=f"artbot-{job.id}-preview.jpg",
+                        spoiler=bool(job.params.get("spoiler")))
+
+
 def result_content(job: Job) -> str:
     return _headline(job)

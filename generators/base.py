@@ -36,7 +36,7 @@ PreviewFn = Callable[[int], Image.Image]
 ProgressCallback = Callable[..., None]  # (step, total) or (step, total, preview)
 
 
-def no_progress(step: int, total: int, preview: PreviewFn | None = None) -> None:
+def no_progress(step: int, total: int, preview: PreviewFn | None = None, **_) -> None:
     pass
 
 
@@ -100,11 +100,26 @@ class GenerationResult:
     params: dict[str, Any] = field(default_factory=dict)
 
 
+def check_request(request: GenerationRequest) -> None:
+    """What every family needs of a request, refused in words."""
+    if not request.seeds:
+        raise InvalidRequest("A request must ask for at least one image.")
+    if request.task is Task.VARY and request.init_image is None:
+        raise InvalidRequest("A variation needs an image to vary.")
+    if request.task is Task.STYLIZE and request.init_image is None:
+        raise InvalidRequest("Style transfer needs a content image.")
+    if request.task not in (Task.DRAW, Task.VARY, Task.STYLIZE):
+        raise UnsupportedTask(f"Unknown task {request.task!r}.")
+
+
 class Generator:
     """Base class of the families. Subclasses override the tasks they support."""
 
     #: The family's name as stored with each job: 'diffusion', 'gan', 'vae', 'style'.
     family: str = ""
+    #: Batched images come out byte-identical to a lone run (generators.invariance);
+    #: the worker sets it from the operator's `exact_batches`.
+    exact: bool = True
 
     def __init__(self, model_revision: str | None = None):
         #: What exactly was loaded (a hub commit, a file fingerprint), stored with each job.
@@ -113,19 +128,31 @@ class Generator:
     def generate(
         self, request: GenerationRequest, progress: ProgressCallback = no_progress
     ) -> GenerationResult:
-        if not request.seeds:
-            raise InvalidRequest("A request must ask for at least one image.")
+        check_request(request)
         if request.task is Task.DRAW:
             return self.draw(request, progress)
         if request.task is Task.VARY:
-            if request.init_image is None:
-                raise InvalidRequest("A variation needs an image to vary.")
             return self.vary(request, progress)
-        if request.task is Task.STYLIZE:
-            if request.init_image is None:
-                raise InvalidRequest("Style transfer needs a content image.")
-            return self.stylize(request, progress)
-        raise UnsupportedTask(f"Unknown task {request.task!r}.")
+        return self.stylize(request, progress)
+
+    def generate_many(
+        self, requests: list[GenerationRequest], progress: ProgressCallback = no_progress
+    ) -> list[GenerationResult]:
+        """Several jobs' requests that share a batch key (worker.requests.JobSpec.batch_key:
+        the same task, size, steps, sampler, guidance and LoRAs), one result each.
+
+        A family that can makes them in one call (the diffusion family does); this
+        default makes them one after another. Progress is reported with a keyword
+        more than `generate` gives: `progress(step, total, preview, requests=[...])`,
+        the indices of the requests the current call is making, and `preview(i)`
+        counts the images of that call only."""
+        results = []
+        for index, request in enumerate(requests):
+            def part(step, total, preview=None, _index=index):
+                progress(step, total, preview, requests=[_index])
+
+            results.append(self.generate(request, part))
+        return results
 
     def memory_bytes(self) -> int:
         """The bytes its weights take (parameters and buffers of every torch module it

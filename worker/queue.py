@@ -289,7 +289,10 @@ class JobQueue(abc.ABC):
     async def worker_gone(self, worker_id: str) -> None: ...
 
     @abc.abstractmethod
-    async def claim(self, worker_id: str, *, lease_s: float, max_jobs: int = 1) -> list[Job]: ...
+    async def claim(self, worker_id: str, *, lease_s: float, max_jobs: int = 1,
+                    max_images: int | None = None) -> list[Job]:
+        """Jobs for one generator call: the fair order's run of jobs sharing a batch key
+        (`storage.jobs.JobStore.claim`), at most `max_jobs` of them and `max_images` images."""
 
     @abc.abstractmethod
     async def heartbeat(self, job: Job, *, lease_s: float, step: int | None,
@@ -473,9 +476,9 @@ class LocalJobQueue(JobQueue):
     async def worker_gone(self, worker_id):
         await self._call(lambda db: WorkerRegistry(db).gone(worker_id))
 
-    async def claim(self, worker_id, *, lease_s, max_jobs=1):
-        jobs = await self._call(
-            lambda db: JobStore(db).claim(worker_id, lease_s=lease_s, max_jobs=max_jobs))
+    async def claim(self, worker_id, *, lease_s, max_jobs=1, max_images=None):
+        jobs = await self._call(lambda db: JobStore(db).claim(
+            worker_id, lease_s=lease_s, max_jobs=max_jobs, max_images=max_images))
         for job in jobs:
             log.info("job %d running on %s (attempt %d)", job.id, worker_id, job.attempts)
             self.publish(JobEvent(job.id, "running"))

@@ -52,8 +52,13 @@ class JobSpec:
 
     @property
     def batch_key(self) -> str:
-        """Jobs with the same key can share one batched forward pass."""
+        """Jobs with the same key can share one generator call: everything that must
+        be the same for every image of one call is in it. A job whose images cannot
+        share a call with another's gets a key of its own (its seeds are in it):
+        samplers whose noise is drawn for the whole batch from one seed (the SDE ones),
+        and style transfer, which runs one image at a time anyway."""
         p = self.params
+        alone = self.family == "style" or str(p.get("sampler") or "").startswith("DPM++ SDE")
         key = {
             "kind": self.kind,
             "generator": self.family,
@@ -64,6 +69,9 @@ class JobSpec:
             "strength": p.get("strength"),
             "sampler": p.get("sampler"),
             "loras": p.get("loras"),
+            "clip_skip": p.get("clip_skip"),
+            "options": p.get("options"),
+            **({"seeds": self.seeds, "prompt": p.get("prompt")} if alone else {}),
         }
         return json.dumps(key, sort_keys=True)
 

@@ -1,13 +1,15 @@
-"""The worker: owns the device, keeps models loaded, runs jobs one at a time.
+"""The worker: owns the device, keeps models loaded, runs jobs in batches.
 
     worker = Worker(queue, ImageStore(settings.image_dir), settings)
     await worker.run()              # until stop() is called
     await worker.run(burst=True)    # drain the queue, then return (CLI, tests)
 
-Life of a job here: claim it (fair order, under a lease) → load its model, or
-reuse the loaded one → run the generator on the device thread, reporting
-progress (step k of n) and checking for cancel and the time limit at every
-step → store the images in the content-addressed store → mark the job
+Life of a job here: claim it, with the jobs after it in the fair order that can
+share its generator call (the same batch key, up to `max_batch_images` images)
+→ load their model, or reuse the loaded one → run the generator on the device
+thread, one call for the batch, reporting each job's progress (step k of n, a
+preview of the image forming) and checking each job's cancel and time limit at
+every step → store the images in the content-addressed store → mark each job
 succeeded, failed or canceled, in one transaction that only the claim holder
 can make. If the process dies instead, the job stays `running` under a dead
 worker id; the next worker to start (or any worker, once the lease runs out)
@@ -50,11 +52,8 @@ GeneratorLoader = Callable[[str, str, Any, Any], Generator]
 
 
 class JobCanceled(Exception):
-    """Raised inside the generator's progress callback to stop a canceled job."""
-
-
-class JobTimedOut(Exception):
-    """Raised inside the generator's progress callback when the time limit passes."""
+    """Raised inside the generator's progress callback to stop a call whose jobs were
+    all canceled or ran out of time."""
 
 
 @dataclass
@@ -65,6 +64,10 @@ class _Running:
     step: int | None = None
     total: int | None = None
     last_preview: float = 0.0  # time.monotonic() of the last preview shown
+    # Canceled or out of time while its batch runs on: its images will be dropped, and
+    # `finishing` (on the event loop) records why.
+    dropped: bool = False
+    finishing: concurrent.futures.Future | None = None
 
 
 def _default_loader(family: str, model: str, device, dtype, **options) -> Generator:
@@ -100,6 +103,9 @@ class Worker:
         self._models: collections.OrderedDict[tuple[str, str], Generator] = collections.OrderedDict()
         self._model_bytes: dict[tuple[str, str], int] = {}
         self._running: dict[int, _Running] = {}
+        # Most images one generator call makes: the operator's max_batch_images, lowered
+        # for the rest of this worker's life when the device runs out of memory.
+        self.batch_images = max(1, settings.max_batch_images)
         self._stopping = asyncio.Event()
         self._device = None
         self._dtype = None
@@ -152,10 +158,14 @@ class Worker:
         started = time.monotonic()
         entry = self.settings.model_entry(model) if family == "diffusion" else None
         options = {k: v for k, v in (("config", entry and entry.config),
-                                     ("arch", entry and entry.arch)) if v}
+                                     ("arch", entry and entry.arch),
+                                     ("preview_vae", entry and entry.preview_vae),
+                                     ("speed", entry and entry.speed_switches(
+                                         self.settings.exact_batches))) if v}
         if family == "diffusion" and self.settings.allow_cpu_offload:
             options["allow_offload"] = True
         gen = self.loader(family, model, device, dtype, **options)
+        gen.exact = self.settings.exact_batches
         self._models[key] = gen
         self._model_bytes[key] = gen.memory_bytes()
         log.info("loaded %s model %s in %.1fs (%.2f GB of weights; budget %.2f GB)", family,
@@ -209,7 +219,9 @@ class Worker:
         alive = asyncio.create_task(self._say_alive())
         try:
             while not self._stopping.is_set():
-                jobs = await self.queue.claim(self.worker_id, lease_s=self.settings.lease_s)
+                jobs = await self.queue.claim(self.worker_id, lease_s=self.settings.lease_s,
+                                              max_jobs=self.batch_images,
+                                              max_images=self.batch_images)
                 if not jobs:
                     if burst:
                         break
@@ -221,9 +233,8 @@ class Worker:
                         )
                         last_sweep = time.monotonic()
                     continue
-                for job in jobs:
-                    await self.run_job(job)
-                    done += 1
+                await self.run_jobs(jobs)
+                done += len(jobs)
         finally:
             alive.cancel()
             await self.queue.worker_gone(self.worker_id)
@@ -258,68 +269,121 @@ class Worker:
         running.cancel.set()
         return True
 
-    # -- one job --------------------------------------------------------------
+    # -- jobs -------------------------------------------------------------------
 
     async def run_job(self, job: Job) -> JobStatus:
+        return (await self.run_jobs([job]))[0]
+
+    async def run_jobs(self, jobs: list[Job]) -> list[JobStatus]:
+        """Run jobs that share a batch key (one claim) as one generator call.
+
+        Each job keeps its own life: its heartbeat and lease, its progress events and
+        previews, its cancel and its time limit (a job canceled or out of time while
+        the others run is finished at once and its images are dropped when the call
+        ends), and its own completion. A failure of the batch is retried job by job,
+        so it fails only the jobs that fail alone. Returns each job's status."""
         loop = asyncio.get_running_loop()
-        running = _Running(job=job, deadline=time.monotonic() + self.settings.job_timeout_s)
-        self._running[job.id] = running
-        beat = asyncio.create_task(self._heartbeat(running))
-
-        def progress(step: int, total: int, preview=None) -> None:  # on the device thread
-            if running.cancel.is_set():
-                raise JobCanceled()
-            if time.monotonic() > running.deadline:
-                raise JobTimedOut()
-            running.step, running.total = step, total
-            loop.call_soon_threadsafe(
-                self.queue.publish, JobEvent(job.id, "progress", step=step, total=total,
-                                             preview=self._preview_of(running, preview, 0, step, total))
-            )
-
+        runs = [_Running(job=job, deadline=time.monotonic() + self.settings.job_timeout_s)
+                for job in jobs]
+        for running in runs:
+            self._running[running.job.id] = running
+        beats = [asyncio.create_task(self._heartbeat(running)) for running in runs]
         started = time.monotonic()
-        status: JobStatus
+        statuses: dict[int, JobStatus] = {}
         try:
-            request = self._request_for(job)
-            result, revision, stored = await loop.run_in_executor(
-                self._device_thread, self._generate, job, request, progress
-            )
-            if running.cancel.is_set() and self._stopping.is_set():
-                return JobStatus.QUEUED  # shutdown put it back; its result is dropped
-            await self.queue.complete(
-                job,
-                list(zip(result.seeds, stored)),
-                model_revision=revision,
-                run_seconds=time.monotonic() - started,
-                params_update=result.params or None,
-            )
-            status = JobStatus.SUCCEEDED
-        except JobCanceled:
-            if self._stopping.is_set():
-                return JobStatus.QUEUED
-            await self.queue.finish_unsuccessfully(job, JobStatus.CANCELED, "Canceled.")
-            status = JobStatus.CANCELED
-        except JobTimedOut:
-            limit = int(self.settings.job_timeout_s)
-            await self.queue.finish_unsuccessfully(
-                job, JobStatus.FAILED, f"Stopped: it ran longer than the {limit} s time limit."
-            )
-            status = JobStatus.FAILED
-        except UserError as exc:
-            await self.queue.finish_unsuccessfully(job, JobStatus.FAILED, exc.message)
-            status = JobStatus.FAILED
-        except Exception:
-            log.exception("job %d failed with an internal error", job.id)
-            await self.queue.finish_unsuccessfully(
-                job,
-                JobStatus.FAILED,
-                f"Something went wrong on our side (job {job.id}); the operator's log has the details.",
-            )
-            status = JobStatus.FAILED
+            requests: list[GenerationRequest | None] = []
+            for running in runs:
+                try:
+                    requests.append(self._request_for(running.job))
+                except Exception as exc:  # noqa: BLE001 - this job cannot start; the rest can
+                    requests.append(None)
+                    statuses[running.job.id] = await self._fail(running.job, exc)
+            live = [(r, q) for r, q in zip(runs, requests) if q is not None]
+            if live:
+                outcomes, revision = await loop.run_in_executor(
+                    self._device_thread, self._generate, [r for r, _ in live],
+                    [q for _, q in live], self._progress_for([r for r, _ in live], loop))
+                for running, _ in live:
+                    statuses[running.job.id] = await self._conclude(
+                        running, outcomes.get(running.job.id), revision,
+                        time.monotonic() - started)
+        except Exception as exc:  # noqa: BLE001 - the model would not load: every job fails
+            for running in runs:
+                if running.job.id not in statuses:
+                    statuses[running.job.id] = await self._conclude(
+                        running, exc, None, time.monotonic() - started)
         finally:
-            beat.cancel()
-            self._running.pop(job.id, None)
-        return status
+            for beat in beats:
+                beat.cancel()
+            for running in runs:
+                self._running.pop(running.job.id, None)
+        return [statuses[job.id] for job in jobs]
+
+    def _progress_for(self, runs: list[_Running], loop):
+        """The batch's progress callback (device thread): every job of the call gets
+        its step and, at most every PREVIEW_EVERY_S, a preview; a job canceled or past
+        its time limit is dropped from the batch and finished at once. Raises
+        JobCanceled when every job of the current call is dropped, to stop it."""
+        def drop(running: _Running, status: JobStatus, error: str) -> None:
+            running.dropped = True
+            if self._stopping.is_set():
+                return  # shutdown put it back on the queue
+            running.finishing = asyncio.run_coroutine_threadsafe(
+                self.queue.finish_unsuccessfully(running.job, status, error), loop)
+
+        def progress(step: int, total: int, preview=None, requests=None) -> None:
+            now = time.monotonic()
+            for running in runs:
+                if running.dropped:
+                    continue
+                if running.cancel.is_set():
+                    drop(running, JobStatus.CANCELED, "Canceled.")
+                elif now > running.deadline:
+                    limit = int(self.settings.job_timeout_s)
+                    drop(running, JobStatus.FAILED,
+                         f"Stopped: it ran longer than the {limit} s time limit.")
+            in_call = runs if requests is None else [runs[i] for i in requests]
+            if all(running.dropped for running in in_call):
+                raise JobCanceled()
+            index = 0  # of the running job's first image, in this call
+            for running in in_call:
+                if not running.dropped:
+                    running.step, running.total = step, total
+                    event = JobEvent(running.job.id, "progress", step=step, total=total,
+                                     preview=self._preview_of(running, preview, index, step, total))
+                    loop.call_soon_threadsafe(self.queue.publish, event)
+                index += len(running.job.seeds)
+
+        return progress
+
+    async def _conclude(self, running: _Running, outcome, revision: str | None,
+                        run_seconds: float) -> JobStatus:
+        """Record how one job of a batch ended: its images, or why it has none."""
+        job = running.job
+        if running.dropped or (running.cancel.is_set() and self._stopping.is_set()):
+            if running.finishing is not None:
+                await asyncio.wrap_future(running.finishing)
+                return (await self.queue.get(job.id)).status
+            return JobStatus.QUEUED  # shutdown put it back; its result is dropped
+        if isinstance(outcome, tuple):
+            result, stored = outcome
+            await self.queue.complete(job, list(zip(result.seeds, stored)),
+                                      model_revision=revision, run_seconds=run_seconds,
+                                      params_update=result.params or None)
+            return JobStatus.SUCCEEDED
+        return await self._fail(job, outcome)
+
+    async def _fail(self, job: Job, exc: BaseException | None) -> JobStatus:
+        if isinstance(exc, UserError):
+            message = exc.message
+        else:
+            if exc is not None:
+                log.error("job %d failed with an internal error", job.id,
+                          exc_info=(type(exc), exc, exc.__traceback__))
+            message = (f"Something went wrong on our side (job {job.id}); the operator's "
+                       f"log has the details.")
+        await self.queue.finish_unsuccessfully(job, JobStatus.FAILED, message)
+        return JobStatus.FAILED
 
     async def _heartbeat(self, running: _Running) -> None:
         """Renew the lease, save progress, and pick up cancel requests from the database."""
@@ -380,35 +444,78 @@ class Worker:
             options=dict(p.get("options", {})),
         )
 
-    def _generate(
-        self, job: Job, request: GenerationRequest, progress
-    ) -> tuple[GenerationResult, str | None, list[StoredImage]]:
-        """Device thread: load, generate, and write the PNGs to the store."""
+    def _generate(self, runs: list[_Running], requests: list[GenerationRequest], progress):
+        """Device thread: load the model, generate every job's images in as few calls
+        as it can, and write the PNGs of the jobs still wanted to the store.
+
+        Returns ({job id: (result, stored images) or the exception that job failed
+        with}, the model's revision). A job dropped on the way has no entry."""
+        job = runs[0].job
         generator = self._generator_for(job.family, job.model)
-        progress(0, request.steps)
-        result = self._within_memory(job, generator, request, progress)
-        if len(result.images) != len(result.seeds):
-            raise RuntimeError(
-                f"generator returned {len(result.images)} images for {len(result.seeds)} seeds"
-            )
-        stored = []
-        for seed, image in zip(result.seeds, result.images):
-            stored.append(self.images.put_image(image, text=_png_text(job, seed)))
-        return result, generator.model_revision, stored
+        progress(0, requests[0].steps)
+        outcomes: dict[int, Any] = {}
+        todo = list(range(len(runs)))
+        while todo:
+            todo = [i for i in todo if not runs[i].dropped]
+            if not todo:
+                break
+            try:
+                results = self._within_memory(
+                    [runs[i].job for i in todo], generator, [requests[i] for i in todo],
+                    _mapped(progress, todo))
+            except JobCanceled:
+                continue  # every job of one call was dropped; the rest go again
+            except Exception as exc:  # noqa: BLE001 - each job is tried alone below
+                if len(todo) == 1:
+                    outcomes[runs[todo[0]].job.id] = exc
+                    break
+                log.warning("a batch of %d jobs failed (%s); running them one by one",
+                            len(todo), exc)
+                for i in todo:
+                    try:
+                        (outcomes[runs[i].job.id],) = self._within_memory(
+                            [runs[i].job], generator, [requests[i]], _mapped(progress, [i]))
+                    except JobCanceled:
+                        pass
+                    except Exception as alone:  # noqa: BLE001 - recorded for that job
+                        outcomes[runs[i].job.id] = alone
+                break
+            outcomes.update((runs[i].job.id, result) for i, result in zip(todo, results))
+            break
+        for running in runs:
+            result = outcomes.get(running.job.id)
+            if running.dropped:
+                outcomes.pop(running.job.id, None)
+            elif isinstance(result, GenerationResult):
+                try:
+                    outcomes[running.job.id] = (result, self._store(running.job, result))
+                except Exception as exc:  # noqa: BLE001 - recorded for that job
+                    outcomes[running.job.id] = exc
+        return outcomes, generator.model_revision
 
+    def _store(self, job: Job, result: GenerationResult) -> list[StoredImage]:
+        if len(result.images) != len(result.seeds) or len(result.seeds) != len(job.seeds):
+            raise RuntimeError(f"generator returned {len(result.images)} images and "
+                               f"{len(result.seeds)} seeds for {len(job.seeds)}")
+        return [self.images.put_image(image, text=_png_text(job, seed))
+                for seed, image in zip(result.seeds, result.images)]
 
-    def _within_memory(self, job: Job, generator: Generator, request: GenerationRequest,
-                       progress) -> GenerationResult:
-        """Generate; when the device runs out of memory, free what it can and retry in
-        smaller calls (half the images each time, down to one at a time), then in the
-        family's low-memory mode if the operator allows it. Each image keeps its own
-        seed, so the images are those of one call; the job's notes say what happened."""
-        size, low_memory = request.count, None
+    def _within_memory(self, jobs: list[Job], generator: Generator,
+                       requests: list[GenerationRequest], progress) -> list[GenerationResult]:
+        """Generate the requests (one result each); when the device runs out of memory,
+        free what it can and retry in smaller calls (half the images each time, down
+        to one at a time, and this worker's batches stay that small from then on),
+        then in the family's low-memory mode if the operator allows it. Each image
+        keeps its own seed, so the images are those of one call; the jobs' notes
+        say what happened."""
+        size, low_memory = sum(r.count for r in requests), None
         while True:
             try:
-                parts = [generator.generate(
-                            dataclasses.replace(request, seeds=request.seeds[i:i + size]), progress)
-                         for i in range(0, request.count, size)]
+                parts = []
+                for chunk in _chunks(requests, size):
+                    indices = [i for i, _ in chunk]
+                    parts.append((indices, generator.generate_many(
+                        [sub for _, sub in chunk], _mapped(progress, indices))))
                 break
             except Exception as exc:  # noqa: BLE001 - only running out of memory is retried
                 from generators.device import free_memory, is_out_of_memory
@@ -416,30 +523,68 @@ class Worker:
                 if not is_out_of_memory(exc):
                     raise
                 free_memory(self._device)
+                ids = ", ".join(str(job.id) for job in jobs)
                 if size > 1:
                     size = max(1, size // 2)
-                    log.warning("job %d ran out of memory; retrying %d image(s) per call",
-                                job.id, size)
+                    self.batch_images = min(self.batch_images, size)
+                    log.warning("job %s ran out of memory; retrying %d image(s) per call "
+                                "(and batches of %d from now on)", ids, size, self.batch_images)
                     continue
                 low_memory = generator.use_less_memory() if low_memory is None else None
                 if low_memory is None:
                     raise UserError("The device ran out of memory even for one image at a "
                                     "time; try a smaller size.") from None
-                log.warning("job %d ran out of memory one image at a time; now %s",
-                            job.id, low_memory)
-        if len(parts) == 1 and low_memory is None:
-            return parts[0]
-        result = GenerationResult(images=[im for part in parts for im in part.images],
-                                  seeds=[seed for part in parts for seed in part.seeds],
-                                  params=dict(parts[0].params))
-        notes = list(result.params.get("notes", []))
-        if size < request.count:
-            notes.append(f"The device ran out of memory, so the images were made {size} at a "
-                         f"time.")
-        if low_memory:
-            notes.append(f"The device ran out of memory, so {low_memory}.")
-        result.params["notes"] = notes
-        return result
+                log.warning("job %s ran out of memory one image at a time; now %s", ids,
+                            low_memory)
+        pieces: list[list[GenerationResult]] = [[] for _ in requests]
+        for indices, results in parts:
+            for i, result in zip(indices, results):
+                pieces[i].append(result)
+        merged = []
+        for request, results in zip(requests, pieces):
+            if len(results) == 1 and low_memory is None:
+                merged.append(results[0])
+                continue
+            result = GenerationResult(images=[im for part in results for im in part.images],
+                                      seeds=[seed for part in results for seed in part.seeds],
+                                      params=dict(results[0].params))
+            notes = list(result.params.get("notes", []))
+            if size < request.count:
+                notes.append(f"The device ran out of memory, so the images were made {size} "
+                             f"at a time.")
+            if low_memory:
+                notes.append(f"The device ran out of memory, so {low_memory}.")
+            result.params["notes"] = notes
+            merged.append(result)
+        return merged
+
+
+def _chunks(requests: list[GenerationRequest], size: int):
+    """The requests' images in calls of at most `size` images, in order: each call a
+    list of (request index, the request for those of its seeds)."""
+    chunks, chunk, room = [], [], size
+    for index, request in enumerate(requests):
+        seeds = list(request.seeds)
+        while seeds:
+            take, seeds = seeds[:room], seeds[room:]
+            chunk.append((index, dataclasses.replace(request, seeds=take)))
+            room -= len(take)
+            if room == 0:
+                chunks.append(chunk)
+                chunk, room = [], size
+    if chunk:
+        chunks.append(chunk)
+    return chunks
+
+
+def _mapped(progress, indices: list[int]):
+    """A progress callback for a call over some of the requests: the call's request
+    indices (or all of its requests) become the caller's."""
+    def mapped(step, total, preview=None, requests=None):
+        inner = range(len(indices)) if requests is None else requests
+        progress(step, total, preview, requests=[indices[i] for i in inner])
+
+    return mapped
 
 
 def _png_text(job: Job, seed: int) -> dict[str, str]:

@@ -3,7 +3,11 @@
 Reproducibility: every image has its own seed, and its starting noise comes
 from a CPU `torch.Generator` seeded with it, so the same seed and parameters
 give the same image on the same machine, and the same starting noise on any
-device.
+device. Several jobs that share a batch key run as one pipeline call
+(`generate_many`); with `exact` (the default), the layers whose arithmetic
+depends on the batch run one image at a time inside it (generators.invariance)
+and the VAE decodes image by image, so each image is byte-identical to the one
+its job gives alone.
 """
 
 from __future__ import annotations
@@ -19,12 +23,18 @@ from generators.base import (
     GenerationResult,
     Generator,
     ProgressCallback,
+    Task,
     UnsupportedTask,
+    check_request,
+    no_progress,
 )
 from generators.diffusion.loading import load_pipeline
 from generators.diffusion.lora import applied_loras
 from generators.diffusion.prompting import prompt_embeddings
 from generators.diffusion.samplers import scheduler_for
+from generators.diffusion.speed import apply_speed_switches
+from generators.invariance import per_image
+from generators.previews import diffusion_preview, load_preview_vae
 
 
 # Images larger than this many pixels are decoded by the VAE in tiles, so that the
@@ -36,9 +46,11 @@ TILED_ABOVE_PIXELS = 2048 * 1024
 class DiffusionGenerator(Generator):
     family = "diffusion"
 
-    def __init__(self, pipe, model_revision: str | None = None, *, allow_offload: bool = False):
+    def __init__(self, pipe, model_revision: str | None = None, *, allow_offload: bool = False,
+                 preview_vae=None):
         super().__init__(model_revision)
         self.pipe = pipe  # text to image
+        self.preview_vae = preview_vae  # an AutoencoderTiny for previews; None: linear ones
         self._img2img = None  # built on first use; shares pipe's modules
         self.allow_offload = allow_offload  # the operator's `allow_cpu_offload`
         self.offloaded = False
@@ -46,9 +58,15 @@ class DiffusionGenerator(Generator):
     @classmethod
     def load(cls, ref: str, device: torch.device, dtype: torch.dtype, *,
              config: str | None = None, arch: str | None = None,
-             allow_offload: bool = False) -> "DiffusionGenerator":
+             allow_offload: bool = False, preview_vae: str | None = None,
+             speed: dict | None = None) -> "DiffusionGenerator":
+        """`preview_vae`: the operator's AutoencoderTiny folder for this model's previews;
+        `speed`: the catalogue's speed switches (generators.diffusion.speed), applied once."""
         pipe, revision = load_pipeline(ref, device, dtype, config=config, arch=arch)
-        return cls(pipe, revision, allow_offload=allow_offload)
+        if speed:
+            apply_speed_switches(pipe, **speed)
+        tiny = load_preview_vae(preview_vae, device, dtype, pipe) if preview_vae else None
+        return cls(pipe, revision, allow_offload=allow_offload, preview_vae=tiny)
 
     def use_less_memory(self) -> str | None:
         """CPU offload (each component moves to the GPU only while it runs) and a tiled
@@ -68,10 +86,20 @@ class DiffusionGenerator(Generator):
     def _seeded_generators(seeds: list[int]) -> list[torch.Generator]:
         return [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
 
-    @staticmethod
-    def _step_callback(progress: ProgressCallback):
+    def _step_callback(self, progress: ProgressCallback, size: tuple[int, int] | None = None):
+        """The pipeline's step-end callback: progress, with a lazy preview of the step's
+        latents (`size`, the (height, width) drawn, unpacks Flux's latents of any shape).
+
+        No preview while the model's safety checker is on for the call: it judges the
+        finished image only, and a preview would show what it may go on to hide."""
         def on_step_end(pipe, step: int, timestep, callback_kwargs):
-            progress(step + 1, int(getattr(pipe, "num_timesteps", 0) or step + 1))
+            total = int(getattr(pipe, "num_timesteps", 0) or step + 1)
+            latents = callback_kwargs.get("latents")
+            if latents is None or getattr(pipe, "safety_checker", None) is not None:
+                progress(step + 1, total)
+            else:
+                progress(step + 1, total, diffusion_preview(
+                    pipe, latents, preview_vae=self.preview_vae, size=size))
             return callback_kwargs
 
         return on_step_end
@@ -81,13 +109,6 @@ class DiffusionGenerator(Generator):
         n = request.count
         negative = [request.negative_prompt] * n if request.negative_prompt else None
         return [request.prompt] * n, negative
-
-    def _result(self, output, request: GenerationRequest, pipe, **params) -> GenerationResult:
-        nsfw = getattr(output, "nsfw_content_detected", None)
-        if nsfw is not None:
-            params["nsfw"] = [bool(x) for x in nsfw]
-        params["scheduler"] = type(pipe.scheduler).__name__
-        return GenerationResult(images=list(output.images), seeds=list(request.seeds), params=params)
 
     @staticmethod
     @contextlib.contextmanager
@@ -153,46 +174,133 @@ class DiffusionGenerator(Generator):
     # -- tasks ----------------------------------------------------------------
 
     def draw(self, request: GenerationRequest, progress: ProgressCallback) -> GenerationResult:
-        return self._run(self.pipe, request, progress,
-                         width=request.width, height=request.height)
+        return self._run(self.pipe, [request], progress)[0]
 
     def vary(self, request: GenerationRequest, progress: ProgressCallback) -> GenerationResult:
-        pipe = self.img2img_pipeline()
-        init = request.init_image.convert("RGB")
-        if init.size != (request.width, request.height):
-            init = init.resize((request.width, request.height), Image.LANCZOS)
-        # SD and SDXL take the size from the image; SD3 and Flux draw at their own
-        # default size unless told, so they are told.
-        return self._run(pipe, request, progress, image=[init] * request.count,
-                         strength=request.strength, width=request.width, height=request.height)
+        return self._run(self.img2img_pipeline(), [request], progress)[0]
 
-    def _run(self, pipe, request: GenerationRequest, progress: ProgressCallback,
-             **task) -> GenerationResult:
-        """One pipeline call: the job's sampler, LoRAs and safety setting for this call
-        only, the prompt encoded (weights, long prompts) where the model allows it."""
+    def generate_many(self, requests: list[GenerationRequest],
+                      progress: ProgressCallback = no_progress) -> list[GenerationResult]:
+        """Several jobs' requests in as few pipeline calls as their prompts allow: one
+        call for all of them when their encoded prompts have one shape (prompts longer
+        than 77 tokens take more chunks; a call holds one length), each image with its
+        own seeded generator and, with `exact`, its own arithmetic (module docstring)."""
+        for request in requests:
+            check_request(request)
+        task = requests[0].task
+        if task is Task.STYLIZE or len(requests) == 1:
+            return super().generate_many(requests, progress)
+        pipe = self.pipe if task is Task.DRAW else self.img2img_pipeline()
+        return self._run(pipe, requests, progress)
+
+    @staticmethod
+    def _task_inputs(request: GenerationRequest) -> dict:
+        """The call's task arguments for one request's images. SD and SDXL take the size
+        from an input image; SD3 and Flux draw at their own default size unless told."""
+        task: dict = {"width": request.width, "height": request.height}
+        if request.task is Task.VARY:
+            init = request.init_image.convert("RGB")
+            if init.size != (request.width, request.height):
+                init = init.resize((request.width, request.height), Image.LANCZOS)
+            task.update(image=[init] * request.count, strength=request.strength)
+        return task
+
+    def _run(self, pipe, requests: list[GenerationRequest], progress: ProgressCallback,
+             ) -> list[GenerationResult]:
+        """Pipeline calls for requests that share a batch key: the sampler, LoRAs and
+        safety setting of the batch for these calls only, each prompt encoded on its own
+        (weights, long prompts) where the model allows it, then as few calls as the
+        prompts' shapes allow (`_calls`). One result a request, in order."""
+        first = requests[0]
         accepts = _call_parameters(pipe)
-        kwargs = {k: v for k, v in task.items() if k in accepts}
-        notes: list[str] = []
-        with torch.inference_mode(), self._safety(pipe, request), self._tiled_vae(pipe, request), \
-                self._sampler(pipe, request), applied_loras(pipe, request.loras):
-            kwargs.update(self._text_inputs(pipe, request, accepts, notes))
-            if "callback_on_step_end" in accepts:
-                kwargs["callback_on_step_end"] = self._step_callback(progress)
-            else:  # PixArt still has the older per-step callback
-                total = request.steps
-                kwargs["callback"] = lambda step, timestep, latents: progress(step + 1, total)
-                kwargs["callback_steps"] = 1
-            output = pipe(
-                num_inference_steps=request.steps,
-                guidance_scale=request.guidance,
-                generator=self._seeded_generators(request.seeds),
-                output_type="pil",
-                **kwargs,
-            )
-            result = self._result(output, request, pipe)
-        if notes:
-            result.params["notes"] = notes
-        return result
+        notes: list[list[str]] = [[] for _ in requests]
+        results: list[GenerationResult | None] = [None] * len(requests)
+        images = sum(r.count for r in requests)
+        with torch.inference_mode(), self._safety(pipe, first), self._tiled_vae(pipe, first), \
+                self._sampler(pipe, first), applied_loras(pipe, first.loras), \
+                per_image(images, self.exact), self._vae_per_image(pipe):
+            texts = [self._text_inputs(pipe, r, accepts, notes[i]) for i, r in enumerate(requests)]
+            for group in self._calls(texts):
+                calls = [requests[i] for i in group]
+                kwargs: dict = {}
+                for name, value in self._joined([self._task_inputs(r) for r in calls]).items():
+                    if name in accepts:
+                        kwargs[name] = value
+                kwargs.update(self._joined([texts[i] for i in group]))
+                part = progress if len(requests) == 1 else \
+                    (lambda step, total, preview=None, _group=group:
+                     progress(step, total, preview, requests=list(_group)))
+                if "callback_on_step_end" in accepts:
+                    kwargs["callback_on_step_end"] = self._step_callback(
+                        part, (first.height, first.width))
+                else:  # PixArt still has the older per-step callback
+                    total = first.steps
+                    kwargs["callback"] = lambda step, timestep, latents, _part=part: \
+                        _part(step + 1, total)
+                    kwargs["callback_steps"] = 1
+                seeds = [seed for r in calls for seed in r.seeds]
+                with per_image(len(seeds), self.exact):
+                    output = pipe(
+                        num_inference_steps=first.steps,
+                        guidance_scale=first.guidance,
+                        generator=self._seeded_generators(seeds),
+                        output_type="pil",
+                        **kwargs,
+                    )
+                at = 0
+                nsfw = getattr(output, "nsfw_content_detected", None)
+                for i, request in zip(group, calls):
+                    params: dict = {"scheduler": type(pipe.scheduler).__name__}
+                    if nsfw is not None:
+                        params["nsfw"] = [bool(x) for x in nsfw[at:at + request.count]]
+                    if notes[i]:
+                        params["notes"] = notes[i]
+                    results[i] = GenerationResult(
+                        images=list(output.images[at:at + request.count]),
+                        seeds=list(request.seeds), params=params)
+                    at += request.count
+        return results
+
+    def _calls(self, texts: list[dict]) -> list[list[int]]:
+        """Which requests share a pipeline call: those whose encoded prompts have one
+        shape. Prompts the pipeline encodes itself (SD3, Flux, PixArt: their T5 is not
+        encoded a prompt at a time here) share a call only when `exact` is off."""
+        groups: dict = {}
+        for i, text in enumerate(texts):
+            if "prompt" in text:
+                key = ("text",) if not self.exact else ("alone", i)
+            else:
+                key = tuple((name, tuple(value.shape[1:])) for name, value in sorted(text.items()))
+            groups.setdefault(key, []).append(i)
+        return list(groups.values())
+
+    @staticmethod
+    def _joined(parts: list[dict]) -> dict:
+        """Per-request pipeline arguments made into one call's: tensors and lists joined
+        image after image; anything else (a size, a strength) is the same for all."""
+        joined: dict = {}
+        for name, value in parts[0].items():
+            if torch.is_tensor(value):
+                joined[name] = torch.cat([p[name] for p in parts])
+            elif isinstance(value, list):
+                joined[name] = [x for p in parts for x in p[name]]
+            else:
+                joined[name] = value
+        return joined
+
+    @contextlib.contextmanager
+    def _vae_per_image(self, pipe):
+        """With `exact`, the VAE decodes one image at a time (diffusers' VAE slicing),
+        as it does for a lone image: its attention's arithmetic depends on the batch."""
+        vae = getattr(pipe, "vae", None)
+        if not self.exact or vae is None or not hasattr(vae, "use_slicing") or vae.use_slicing:
+            yield
+            return
+        vae.use_slicing = True
+        try:
+            yield
+        finally:
+            vae.use_slicing = False
 
     def _text_inputs(self, pipe, request: GenerationRequest, accepts: set[str],
                      notes: list[str]) -> dict:

@@ -18,7 +18,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def has_image(message) -> bool:
-    return bool(message.attachments) and bool(message.buttons)
+    """The result is shown: a PNG with buttons (a preview of the image forming, with
+    the Cancel button, is a JPEG)."""
+    return any(a["filename"].endswith(".png") for a in message.attachments) and bool(message.buttons)
 
 
 async def start(server, data_dir, model, token="test-token"):

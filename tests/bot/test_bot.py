@@ -26,7 +26,9 @@ def make_bot(settings, **kw) -> ArtBot:
 
 
 def has_image(message) -> bool:
-    return bool(message.attachments) and bool(message.buttons)
+    """The result is shown: a PNG with buttons (a preview of the image forming, with
+    the Cancel button, is a JPEG)."""
+    return any(a["filename"].endswith(".png") for a in message.attachments) and bool(message.buttons)
 
 
 def png_size(message, index=0) -> tuple[int, int]:

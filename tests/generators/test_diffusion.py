@@ -58,13 +58,13 @@ def test_size_negative_prompt_and_guidance_are_used(tiny):
 def test_progress_reports_every_step_and_can_stop_the_run(tiny):
     steps = []
     req = GenerationRequest(task=Task.DRAW, seeds=[1], prompt="x", width=64, height=64, steps=5)
-    tiny.generate(req, lambda k, n: steps.append((k, n)))
+    tiny.generate(req, lambda k, n, preview=None: steps.append((k, n)))
     assert steps == [(k, 5) for k in range(1, 6)]
 
     class Stop(Exception):
         pass
 
-    def stop_at_2(k, n):
+    def stop_at_2(k, n, preview=None):
         if k == 2:
             raise Stop
 
@@ -79,7 +79,7 @@ def test_vary_keeps_the_size_and_strength_sets_how_much_is_redone(tiny):
         steps = []
         req = GenerationRequest(task=Task.VARY, seeds=[seed], init_image=source, strength=strength,
                                 width=64, height=48, steps=10)
-        image = tiny.generate(req, lambda k, n: steps.append(n)).images[0]
+        image = tiny.generate(req, lambda k, n, preview=None: steps.append(n)).images[0]
         return image, steps
 
     subtle, subtle_steps = vary(0.2)

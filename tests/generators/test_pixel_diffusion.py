@@ -68,7 +68,7 @@ def gen(model_dir):
 
 
 def draw(gen, seeds, prompt="red square", **kw):
-    progress = kw.pop("progress", None) or (lambda k, n: None)
+    progress = kw.pop("progress", None) or (lambda k, n, preview=None: None)
     return gen.generate(GenerationRequest(task=Task.DRAW, seeds=seeds, prompt=prompt,
                                           width=kw.pop("width", 64), height=kw.pop("height", 64),
                                           steps=kw.pop("steps", 8), guidance=kw.pop("guidance", 3.0),
@@ -101,7 +101,7 @@ def test_same_seed_same_image_other_seed_other_image(gen):
 
 def test_progress_reports_every_step_and_can_stop_the_run(gen):
     steps = []
-    draw(gen, [1, 2], steps=5, progress=lambda k, n: steps.append((k, n)))
+    draw(gen, [1, 2], steps=5, progress=lambda k, n, preview=None: steps.append((k, n)))
     assert steps == [(k, 5) for k in range(1, 6)]
 
     class Stop(Exception):
@@ -109,7 +109,7 @@ def test_progress_reports_every_step_and_can_stop_the_run(gen):
 
     seen = []
 
-    def stop_at_2(k, n):
+    def stop_at_2(k, n, preview=None):
         seen.append(k)
         if k == 2:
             raise Stop
@@ -133,7 +133,7 @@ def test_vary_keeps_the_size_and_strength_sets_the_steps(gen):
         steps = []
         req = GenerationRequest(task=Task.VARY, seeds=[seed], init_image=source, strength=strength,
                                 prompt=prompt, width=80, height=60, steps=10, guidance=3.0)
-        result = gen.generate(req, lambda k, n: steps.append((k, n)))
+        result = gen.generate(req, lambda k, n, preview=None: steps.append((k, n)))
         return result.images[0], steps
 
     subtle, subtle_steps = vary(0.3)

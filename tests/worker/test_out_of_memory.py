@@ -79,3 +79,39 @@ async def test_then_the_low_memory_mode_then_a_clear_failure(queue, settings):
     assert failed.error == ("The device ran out of memory even for one image at a time; "
                             "try a smaller size.")
     assert fine.status is JobStatus.SUCCEEDED
+
+
+class TightBatcher(TightGenerator):
+    """Makes a batch of jobs in one call, as the diffusion family does, so the call's
+    size is the sum of the jobs' images."""
+
+    def generate_many(self, requests, progress):
+        total = sum(r.count for r in requests)
+        self.sizes.append(total)
+        if total > self.fits:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return [PaintGenerator._paint(self, r, progress) for r in requests]
+
+
+@pytest.mark.asyncio
+async def test_a_batch_out_of_memory_is_split_and_later_batches_stay_smaller(queue, settings):
+    generator = TightBatcher(fits=2)
+    submit = []
+    for user in "abcd":
+        spec = build_draw(settings, prompt="a fox", seed=ord(user), size="16x16", steps=2,
+                          model="paint-model")
+        spec.family = "paint"
+        submit.append(spec)
+    worker = Worker(queue, ImageStore(settings.image_dir), settings,
+                    loader=lambda *args, **kw: generator, heartbeat_s=0.05, idle_poll_s=0.05)
+    for spec, user in zip(submit, "abcd"):
+        await queue.submit(spec, requester=Requester(user, "cli"), settings=settings)
+    assert await worker.run(burst=True) == 4
+    assert generator.sizes == [4, 2, 2]  # the batch of 4 jobs ran out, then two calls of 2
+    assert worker.batch_images == 2
+    for spec, user in zip(submit, "abcd"):
+        await queue.submit(spec, requester=Requester(user, "cli"), settings=settings)
+    assert await worker.run(burst=True) == 4
+    assert generator.sizes[3:] == [2, 2]  # claimed two jobs at a time from then on
+    jobs = await queue.list_jobs(limit=10)
+    assert all(job.status is JobStatus.SUCCEEDED for job in jobs) and len(jobs) == 8
