@@ -148,7 +148,7 @@ def ddim_sample(
     timesteps: list[int],
     captions: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
     guidance: float,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[..., None] | None = None,
     eta: float = 0.0,
     generators: list[torch.Generator] | None = None,
 ) -> torch.Tensor:
