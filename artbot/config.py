@@ -193,8 +193,20 @@ class Settings:
     discord_api_base: str | None = None
     discord_gateway: str | None = None
     discord_dev_guild: int | None = None
+    # Remote GPU workers (worker.remote, worker.dispatcher): the Redis server that the
+    # bot's dispatcher and `artbot worker --connect` meet at (redis:// or rediss:// for
+    # TLS). Empty: no remote workers. A password belongs in redis_password, not here.
+    redis_url: str | None = None
+    redis_password: str | None = field(default=None, repr=False)
+    # `artbot run` also runs a worker on this machine's device; false on a bot machine
+    # whose GPUs are elsewhere.
+    local_worker: bool = True
+    # An HTTP port with /healthz and Prometheus /metrics in `artbot run` and in each
+    # worker; 0: none. It listens on metrics_host (0.0.0.0 to be scraped from elsewhere).
+    metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
 
-    SECRET_FIELDS = ("discord_token",)
+    SECRET_FIELDS = ("discord_token", "redis_password")
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).expanduser()
@@ -237,10 +249,29 @@ class Settings:
                 value = "set" if value else "not set"
             elif isinstance(value, Path):
                 value = str(value)
+            elif f.name == "redis_url" and value:
+                value = masked_url(value)
             elif f.name == "models":
                 value = {n: dataclasses.asdict(e) for n, e in value.items()}
             out[f.name] = value
         return out
+
+
+def masked_url(url: str) -> str:
+    """A connection URL fit for a log: any password in it replaced by ***."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(an unreadable URL)"
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 # Environment variable -> settings field, for names that are not simply the
@@ -304,7 +335,13 @@ def load_settings(
             if key in Settings.SECRET_FIELDS:
                 raise ConfigError(
                     f"config file {path} holds {key}; secrets come from the environment only "
-                    f"(set DISCORD_TOKEN instead)"
+                    f"(set {'DISCORD_TOKEN' if key == 'discord_token' else 'ARTBOT_' + key.upper()} "
+                    f"instead)"
+                )
+            if key == "redis_url" and isinstance(raw, str) and masked_url(raw) != raw:
+                raise ConfigError(
+                    f"config file {path}: redis_url holds a password; secrets come from the "
+                    f"environment only (set ARTBOT_REDIS_PASSWORD, or ARTBOT_REDIS_URL)"
                 )
             if key not in names or key == "SECRET_FIELDS":
                 raise ConfigError(f"config file {path}: unknown setting {key!r}")

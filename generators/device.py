@@ -71,3 +71,19 @@ def free_memory(device: torch.device | None = None) -> None:
     gc.collect()
     if torch.cuda.is_available() and (device is None or device.type == "cuda"):
         torch.cuda.empty_cache()
+
+
+def memory_report(device: torch.device) -> dict:
+    """The device's name and memory, for the fleet view and /metrics: on CUDA the
+    GPU's total memory and what torch has allocated and reserved on it now; on a CPU
+    the machine's RAM and this process's resident memory."""
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        props = torch.cuda.get_device_properties(index)
+        return {"device_name": props.name, "memory_total": int(props.total_memory),
+                "memory_used": int(torch.cuda.memory_allocated(index)),
+                "memory_reserved": int(torch.cuda.memory_reserved(index))}
+    import psutil
+
+    return {"device_name": device.type, "memory_total": int(psutil.virtual_memory().total),
+            "memory_used": int(psutil.Process().memory_info().rss)}

@@ -210,6 +210,7 @@ class JobStore:
         max_jobs: int = 1,
         max_images: int | None = None,
         families: Iterable[str] | None = None,
+        models: Iterable[str] | None = None,
     ) -> list[Job]:
         """Take up to `max_jobs` jobs (and `max_images` images) in fair order, for one call.
 
@@ -218,6 +219,10 @@ class JobStore:
         shares the first one's batch key and its images still fit: the batch is the
         fair order's longest run of compatible jobs, so batching never lets a user
         ahead of someone the order would serve first. Returns [] when nothing is queued.
+
+        `families` and `models` (model references) limit the jobs to those a worker
+        can run: a remote worker that lacks a model is never handed its jobs, and the
+        fair order among the jobs it can run still holds.
         """
         gen_filter = ""
         gen_params: list[Any] = []
@@ -225,6 +230,10 @@ class JobStore:
             gens = list(families)
             gen_filter = f" AND generator IN ({','.join('?' * len(gens))})"
             gen_params = gens
+        if models is not None:
+            refs = list(models)
+            gen_filter += f" AND model IN ({','.join('?' * len(refs))})"
+            gen_params = gen_params + refs
 
         def txn() -> list[int]:
             claimed: list[int] = []
@@ -395,6 +404,7 @@ class JobStore:
         give_up: Callable[[int], str],
         held_tokens: Iterable[str] = (),
         now: float | None = None,
+        leases_only: bool = False,
     ) -> list[int]:
         """Put back running jobs whose worker is gone. Returns the ids touched.
 
@@ -404,7 +414,8 @@ class JobStore:
         `max_attempts` times is failed instead of retried, with `give_up(attempts)`
         as its error. Jobs whose claim
         token is in `held_tokens` (this process's own running jobs) are left
-        alone.
+        alone. With `leases_only`, only a lease that ran out counts (the dispatcher of
+        remote workers, which shares its process with a local worker it must not judge).
         """
         now = time.time() if now is None else now
         held = set(held_tokens)
@@ -418,7 +429,7 @@ class JobStore:
                 if token in held:
                     continue
                 dead = lease_until is not None and lease_until < now
-                if not dead:
+                if not dead and not leases_only:
                     # This process has only just started, so a job it "holds" is a
                     # predecessor's with the same pid; any other dead pid here is gone.
                     dead = worker_id == this_worker_id() or worker_gone(worker_id)

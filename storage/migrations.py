@@ -220,6 +220,19 @@ def applied(db: sqlite_utils.Database) -> list[int]:
     return [row[0] for row in db.execute("SELECT id FROM _migrations ORDER BY id")]
 
 
+
+@migration(7, "workers.info: device, memory, jobs done and current jobs of each worker")
+def _worker_info(db: sqlite_utils.Database) -> None:
+    _run_script(
+        db,
+        """
+        -- A JSON object the worker (or, for a remote worker, the dispatcher) reports:
+        -- where it runs, its device and memory, what it serves, jobs done, current jobs.
+        ALTER TABLE workers ADD COLUMN info TEXT NOT NULL DEFAULT '{}';
+        """,
+    )
+
+
 def migrate(db: sqlite_utils.Database) -> list[int]:
     """Apply every migration not yet recorded; return the numbers applied."""
     conn = db.conn

@@ -90,3 +90,17 @@ class Usage:
             "models": [{"model": m, "jobs": n, "mean_wait_s": wait, "mean_run_s": run}
                        for m, n, wait, run in models],
         }
+
+    def status_counts(self) -> dict[str, int]:
+        """Jobs by status, every server (the queue depth and outcomes /metrics reports)."""
+        rows = self.conn.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall()
+        return {status: n for status, n in rows}
+
+    def recent_run_seconds(self, *, since: float, limit: int = 50) -> list[float]:
+        """Generation time of the last `limit` jobs that succeeded since `since`, newest
+        first: the fleet's recent speed, which /queue's wait estimate is made from."""
+        rows = self.conn.execute(
+            "SELECT run_seconds FROM jobs WHERE status = 'succeeded' AND finished_at >= ? "
+            "AND run_seconds IS NOT NULL ORDER BY finished_at DESC LIMIT ?",
+            (since, limit)).fetchall()
+        return [seconds for (seconds,) in rows]

@@ -13,10 +13,16 @@ import json
 import os
 import socket
 import time
+from typing import Any
 
 import sqlite_utils
 
 from storage.db import transaction
+
+
+# A worker renews its row every couple of seconds (worker.runner.SEEN_EVERY_S); one not
+# seen for this long is not serving now.
+LIVE_WITHIN_S = 10.0
 
 
 def pid_alive(pid: int) -> bool:
@@ -43,15 +49,17 @@ class WorkerRegistry:
         self.conn = db.conn
 
     def seen(self, worker_id: str, now: float | None = None,
-             models: list[str] | None = None) -> None:
-        """The worker is alive (its first call records when it started), holding `models`."""
+             models: list[str] | None = None, info: dict[str, Any] | None = None) -> None:
+        """The worker is alive (its first call records when it started), holding `models`;
+        `info` is what it says of itself (device, memory, jobs done, current jobs)."""
         now = time.time() if now is None else now
         held = json.dumps(sorted(models or []))
         with transaction(self.conn):
             self.conn.execute(
-                "INSERT INTO workers (id, started_at, seen_at, models) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT(id) DO UPDATE SET seen_at = excluded.seen_at, models = excluded.models",
-                (worker_id, now, now, held),
+                "INSERT INTO workers (id, started_at, seen_at, models, info) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT(id) DO UPDATE SET seen_at = excluded.seen_at, "
+                "models = excluded.models, info = excluded.info",
+                (worker_id, now, now, held, json.dumps(info or {}, sort_keys=True)),
             )
 
     def gone(self, worker_id: str) -> None:
@@ -79,3 +87,16 @@ class WorkerRegistry:
             for model in json.loads(models or "[]"):
                 held.setdefault(model, []).append(worker_id)
         return held
+
+    def listing(self, *, within_s: float, now: float | None = None) -> list[dict[str, Any]]:
+        """Every worker seen in the last `within_s` seconds, oldest first: its id, when it
+        started and was last seen, the models it holds, what it says of itself, and
+        whether it is alive now (seen within `LIVE_WITHIN_S` and its process exists)."""
+        now = time.time() if now is None else now
+        rows = self.conn.execute(
+            "SELECT id, started_at, seen_at, models, info FROM workers WHERE seen_at >= ? "
+            "ORDER BY started_at", (now - within_s,)).fetchall()
+        return [{"id": worker_id, "started_at": started, "seen_at": seen,
+                 "models": json.loads(models or "[]"), "info": json.loads(info or "{}"),
+                 "alive": now - seen <= LIVE_WITHIN_S and not worker_gone(worker_id)}
+                for worker_id, started, seen, models, info in rows]

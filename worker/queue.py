@@ -111,7 +111,60 @@ class Subscription:
         self.close()
 
 
-class JobQueue(abc.ABC):
+class WorkerQueue(abc.ABC):
+    """The worker's side of the transport: what `worker.runner.Worker` needs to take
+    jobs, report on them and finish them. `JobQueue` (the SQLite queue, on the
+    database's machine) has it, and so does `worker.remote.RedisWorkerQueue`, through
+    which a worker on another machine is handed jobs and sends back its results."""
+
+    @abc.abstractmethod
+    def publish(self, event: JobEvent) -> None:
+        """A job's event (progress, with its preview) for whoever follows the job."""
+
+    @abc.abstractmethod
+    async def wait_for_work(self, timeout: float) -> None:
+        """Return when a job may be waiting, or after `timeout` seconds."""
+
+    @abc.abstractmethod
+    async def worker_seen(self, worker_id: str, models: list[str] | None = None,
+                          info: dict[str, Any] | None = None) -> None:
+        """The worker is alive and holds `models` (references) in memory; `info` is what
+        it says of itself (see `worker.runner.Worker.describe`)."""
+
+    @abc.abstractmethod
+    async def worker_gone(self, worker_id: str) -> None: ...
+
+    @abc.abstractmethod
+    async def claim(self, worker_id: str, *, lease_s: float, max_jobs: int = 1,
+                    max_images: int | None = None,
+                    models: Iterable[str] | None = None) -> list[Job]:
+        """Jobs for one generator call: the fair order's run of jobs sharing a batch key
+        (`storage.jobs.JobStore.claim`), at most `max_jobs` of them and `max_images` images,
+        of the `models` (references) the worker has, if given."""
+
+    @abc.abstractmethod
+    async def heartbeat(self, job: Job, *, lease_s: float, step: int | None,
+                        total: int | None) -> tuple[bool, bool]:
+        """Renew the job's lease, record its step: (still ours, cancel requested)."""
+
+    @abc.abstractmethod
+    async def complete(self, job: Job, images: Sequence[tuple[int, StoredImage]], *,
+                       model_revision: str | None, run_seconds: float,
+                       params_update: dict[str, Any] | None = None) -> bool:
+        """The job's images (seed, stored image): succeeded, if the claim is still ours."""
+
+    @abc.abstractmethod
+    async def finish_unsuccessfully(self, job: Job, status: JobStatus, error: str) -> bool: ...
+
+    @abc.abstractmethod
+    async def requeue(self, job: Job) -> bool: ...
+
+    @abc.abstractmethod
+    async def requeue_abandoned(self, *, max_attempts: int, held_tokens: Iterable[str] = (),
+                                leases_only: bool = False) -> list[int]: ...
+
+
+class JobQueue(WorkerQueue):
     """The transport between front doors (bot, CLI) and workers."""
 
     def __init__(self) -> None:
@@ -271,47 +324,29 @@ class JobQueue(abc.ABC):
     async def server_stats(self, server_id: str, *, day_start: float,
                            week_start: float) -> dict[str, Any]: ...
 
-    # -- workers ------------------------------------------------------------------
+    # -- the fleet ----------------------------------------------------------------
 
     @abc.abstractmethod
     async def live_workers(self, *, within_s: float) -> list[str]:
         """Workers serving this queue now (seen in the last `within_s` seconds)."""
 
     @abc.abstractmethod
-    async def worker_seen(self, worker_id: str, models: list[str] | None = None) -> None:
-        """The worker is alive and holds `models` (references) in memory."""
-
-    @abc.abstractmethod
     async def loaded_models(self, *, within_s: float) -> dict[str, list[str]]:
         """model reference -> the live workers that hold it in memory."""
 
     @abc.abstractmethod
-    async def worker_gone(self, worker_id: str) -> None: ...
+    async def workers(self, *, within_s: float) -> list[dict[str, Any]]:
+        """Every worker seen in the last `within_s` seconds, local and remote
+        (`storage.workers.WorkerRegistry.listing`): the fleet `artbot workers` and
+        `/stats` show."""
 
     @abc.abstractmethod
-    async def claim(self, worker_id: str, *, lease_s: float, max_jobs: int = 1,
-                    max_images: int | None = None) -> list[Job]:
-        """Jobs for one generator call: the fair order's run of jobs sharing a batch key
-        (`storage.jobs.JobStore.claim`), at most `max_jobs` of them and `max_images` images."""
+    async def status_counts(self) -> dict[str, int]:
+        """Jobs by status, every server."""
 
     @abc.abstractmethod
-    async def heartbeat(self, job: Job, *, lease_s: float, step: int | None,
-                        total: int | None) -> tuple[bool, bool]: ...
-
-    @abc.abstractmethod
-    async def complete(self, job: Job, images: Sequence[tuple[int, StoredImage]], *,
-                       model_revision: str | None, run_seconds: float,
-                       params_update: dict[str, Any] | None = None) -> bool: ...
-
-    @abc.abstractmethod
-    async def finish_unsuccessfully(self, job: Job, status: JobStatus, error: str) -> bool: ...
-
-    @abc.abstractmethod
-    async def requeue(self, job: Job) -> bool: ...
-
-    @abc.abstractmethod
-    async def requeue_abandoned(self, *, max_attempts: int,
-                                held_tokens: Iterable[str] = ()) -> list[int]: ...
+    async def recent_run_seconds(self, *, since: float, limit: int = 50) -> list[float]:
+        """Generation times of recent successful jobs, newest first (the fleet's speed)."""
 
 
 class LocalJobQueue(JobQueue):
@@ -467,8 +502,17 @@ class LocalJobQueue(JobQueue):
     async def live_workers(self, *, within_s):
         return await self._call(lambda db: WorkerRegistry(db).live(within_s=within_s))
 
-    async def worker_seen(self, worker_id, models=None):
-        await self._call(lambda db: WorkerRegistry(db).seen(worker_id, models=models))
+    async def worker_seen(self, worker_id, models=None, info=None):
+        await self._call(lambda db: WorkerRegistry(db).seen(worker_id, models=models, info=info))
+
+    async def workers(self, *, within_s):
+        return await self._call(lambda db: WorkerRegistry(db).listing(within_s=within_s))
+
+    async def status_counts(self):
+        return await self._call(lambda db: Usage(db).status_counts())
+
+    async def recent_run_seconds(self, *, since, limit=50):
+        return await self._call(lambda db: Usage(db).recent_run_seconds(since=since, limit=limit))
 
     async def loaded_models(self, *, within_s):
         return await self._call(lambda db: WorkerRegistry(db).loaded_models(within_s=within_s))
@@ -476,9 +520,10 @@ class LocalJobQueue(JobQueue):
     async def worker_gone(self, worker_id):
         await self._call(lambda db: WorkerRegistry(db).gone(worker_id))
 
-    async def claim(self, worker_id, *, lease_s, max_jobs=1, max_images=None):
+    async def claim(self, worker_id, *, lease_s, max_jobs=1, max_images=None, models=None):
+        refs = None if models is None else list(models)
         jobs = await self._call(lambda db: JobStore(db).claim(
-            worker_id, lease_s=lease_s, max_jobs=max_jobs, max_images=max_images))
+            worker_id, lease_s=lease_s, max_jobs=max_jobs, max_images=max_images, models=refs))
         for job in jobs:
             log.info("job %d running on %s (attempt %d)", job.id, worker_id, job.attempts)
             self.publish(JobEvent(job.id, "running"))
@@ -514,10 +559,11 @@ class LocalJobQueue(JobQueue):
             self.publish(JobEvent(job.id, "queued"))
         return ok
 
-    async def requeue_abandoned(self, *, max_attempts, held_tokens=()):
+    async def requeue_abandoned(self, *, max_attempts, held_tokens=(), leases_only=False):
         held = list(held_tokens)
         touched = await self._call(lambda db: JobStore(db).requeue_abandoned(
-            max_attempts=max_attempts, give_up=gave_up_after, held_tokens=held))
+            max_attempts=max_attempts, give_up=gave_up_after, held_tokens=held,
+            leases_only=leases_only))
         for job_id in touched:
             job = await self.get(job_id)
             log.warning("job %d was abandoned by its worker; now %s", job_id, job.status.value)

@@ -24,6 +24,8 @@ import concurrent.futures
 import dataclasses
 import io
 import logging
+import os
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -35,7 +37,7 @@ from generators.base import GenerationRequest, GenerationResult, Generator, Task
 from storage.images import ImageStore, StoredImage
 from storage.jobs import Job, JobStatus, this_worker_id
 from worker.loras import lora_path
-from worker.queue import JobEvent, JobQueue
+from worker.queue import JobEvent, WorkerQueue
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,7 @@ class _Running:
     # Canceled or out of time while its batch runs on: its images will be dropped, and
     # `finishing` (on the event loop) records why.
     dropped: bool = False
+    dropped_as: JobStatus | None = None
     finishing: concurrent.futures.Future | None = None
 
 
@@ -79,7 +82,7 @@ def _default_loader(family: str, model: str, device, dtype, **options) -> Genera
 class Worker:
     def __init__(
         self,
-        queue: JobQueue,
+        queue: WorkerQueue,
         images: ImageStore,
         settings: Settings,
         *,
@@ -109,6 +112,11 @@ class Worker:
         self._stopping = asyncio.Event()
         self._device = None
         self._dtype = None
+        self.jobs_done = 0
+        self.started_at = time.time()
+        # Called as listener(job, status, run_seconds) when each job this worker ran
+        # ends here (its metrics: worker.health).
+        self.finished_listeners: list[Callable[[Job, JobStatus, float], None]] = []
 
     # -- device and models ------------------------------------------------------
 
@@ -215,7 +223,7 @@ class Worker:
         await self.queue.requeue_abandoned(max_attempts=self.settings.max_attempts)
         last_sweep = time.monotonic()
         # Front doors (the CLI) look there to see whether anyone will run what they queue.
-        await self.queue.worker_seen(self.worker_id, self.loaded_models())
+        await self.queue.worker_seen(self.worker_id, self.loaded_models(), self.describe())
         alive = asyncio.create_task(self._say_alive())
         try:
             while not self._stopping.is_set():
@@ -235,6 +243,7 @@ class Worker:
                     continue
                 await self.run_jobs(jobs)
                 done += len(jobs)
+                self.jobs_done += len(jobs)
         finally:
             alive.cancel()
             await self.queue.worker_gone(self.worker_id)
@@ -244,12 +253,30 @@ class Worker:
         """The model references this worker holds in memory (for `artbot models`)."""
         return [model for _family, model in self._models]
 
+    def describe(self) -> dict[str, Any]:
+        """What this worker says of itself to the fleet (`artbot workers`, `/stats`,
+        /metrics): where it runs, its device and memory, how many images it takes in one
+        call, jobs done and the jobs it runs now. The device is named once it is chosen
+        (at the first model load), so that describing never waits for torch to import."""
+        info: dict[str, Any] = {
+            "host": socket.gethostname(), "pid": os.getpid(), "started_at": self.started_at,
+            "capacity": self.batch_images, "jobs_done": self.jobs_done,
+            "current": sorted(self._running), "loaded": self.loaded_models(),
+        }
+        if self._device is not None:
+            from generators.device import memory_report
+
+            info.update(device=str(self._device), dtype=str(self._dtype).replace("torch.", ""),
+                        **memory_report(self._device))
+        return info
+
     async def _say_alive(self) -> None:
         """Renew this worker's entry in the queue's list of workers, busy or idle."""
         while True:
             await asyncio.sleep(SEEN_EVERY_S)
             try:
-                await self.queue.worker_seen(self.worker_id, self.loaded_models())
+                await self.queue.worker_seen(self.worker_id, self.loaded_models(),
+                                             self.describe())
             except Exception:  # noqa: BLE001 - a missed beat only makes the CLI run jobs itself
                 log.warning("worker %s could not renew its entry", self.worker_id, exc_info=True)
 
@@ -317,6 +344,13 @@ class Worker:
                 beat.cancel()
             for running in runs:
                 self._running.pop(running.job.id, None)
+        elapsed = time.monotonic() - started
+        for job in jobs:
+            for listener in self.finished_listeners:
+                try:
+                    listener(job, statuses[job.id], elapsed)
+                except Exception:  # noqa: BLE001 - a metric must not stop the worker
+                    log.warning("a finished-job listener failed", exc_info=True)
         return [statuses[job.id] for job in jobs]
 
     def _progress_for(self, runs: list[_Running], loop):
@@ -325,7 +359,7 @@ class Worker:
         its time limit is dropped from the batch and finished at once. Raises
         JobCanceled when every job of the current call is dropped, to stop it."""
         def drop(running: _Running, status: JobStatus, error: str) -> None:
-            running.dropped = True
+            running.dropped, running.dropped_as = True, status
             if self._stopping.is_set():
                 return  # shutdown put it back on the queue
             running.finishing = asyncio.run_coroutine_threadsafe(
@@ -362,8 +396,10 @@ class Worker:
         job = running.job
         if running.dropped or (running.cancel.is_set() and self._stopping.is_set()):
             if running.finishing is not None:
-                await asyncio.wrap_future(running.finishing)
-                return (await self.queue.get(job.id)).status
+                finished = await asyncio.wrap_future(running.finishing)
+                # Not finished by us: the claim had been taken over, and the job is the
+                # new holder's (a remote worker's queue cannot read the job to say more).
+                return running.dropped_as if finished else JobStatus.RUNNING
             return JobStatus.QUEUED  # shutdown put it back; its result is dropped
         if isinstance(outcome, tuple):
             result, stored = outcome
