@@ -21,6 +21,8 @@ from bot import render
 from bot.client import ArtBot
 from bot.i18n import t
 from bot.permissions import require_manage_server
+from storage.workers import LIVE_WITHIN_S
+from worker.fleet import WorkerSummary, summarize_worker
 from worker.gate import day_start
 from worker.policy import Policy
 from worker.server_settings import KEYS, format_value
@@ -64,6 +66,40 @@ def settings_embed(policy: Policy, overrides: dict[str, dict], locale, *, title:
                         inline=False)
     embed.set_footer(text="/settings set · /settings reset · /settings tier · /settings audit")
     return embed
+
+
+def worker_entry(w: WorkerSummary, locale) -> str:
+    """One live worker for /stats: device and memory, jobs done, what it runs, when it
+    was last seen (a Discord timestamp), and its loaded models on a second line."""
+    device = w.device_text if w.device else t("stats_worker_no_device", locale)
+    if w.memory_text != "-":
+        device += f" · {w.memory_text}"
+    current = (t("stats_worker_running", locale, jobs=", ".join(map(str, w.current)))
+               if w.current else t("stats_worker_idle", locale))
+    line = t("stats_worker_line", locale, id=_cut(w.id, 60), where=t(f"stats_worker_{w.where}", locale),
+             device=_cut(device, 80), jobs=w.jobs_done, current=_cut(current, 100),
+             seen=f"<t:{int(w.seen_at)}:R>")
+    models = t("stats_worker_models", locale, models=_cut(", ".join(w.models) or "-", 200))
+    return f"{line}\n{models}"
+
+
+def packed_fields(entries: list[str], *, more, limit: int = 1024, fields: int = 2) -> list[str]:
+    """Entries (one or more lines each) packed whole into at most `fields` embed field
+    values of at most `limit` characters (Discord's field limit); entries that do not
+    fit are counted in a last line, `more(n)`."""
+    room = 80  # kept free in the last field for the `more` line
+    values: list[list[str]] = [[]]
+    for i, entry in enumerate(entries):
+        entry = _cut(entry, limit - room)
+        last = len(values) == fields
+        if len("\n".join(values[-1] + [entry])) <= (limit - room if last else limit):
+            values[-1].append(entry)
+        elif not last:
+            values.append([entry])
+        else:
+            values[-1].append(_cut(more(len(entries) - i), room - 1))
+            break
+    return ["\n".join(v) for v in values if v]
 
 
 async def setup(bot: ArtBot) -> None:
@@ -201,5 +237,11 @@ async def setup(bot: ArtBot) -> None:
             f"{_cut(render.short_model(m['model']), 40)} · {m['jobs']} · "
             f"{m['mean_wait_s'] or 0:.1f} s · {m['mean_run_s'] or 0:.1f} s" for m in data["models"])
         embed.add_field(name=t("stats_models", locale), value=models or "-", inline=False)
+        fleet = [w for w in (summarize_worker(row, now)
+                             for row in await bot.queue.workers(within_s=LIVE_WITHIN_S)) if w.alive]
+        values = packed_fields([worker_entry(w, locale) for w in fleet],
+                               more=lambda n: t("stats_workers_more", locale, n=n))
+        for value in values or [t("stats_workers_none", locale)]:
+            embed.add_field(name=t("stats_workers", locale), value=value, inline=False)
         await interaction.response.send_message(embed=embed, ephemeral=True,
                                                 allowed_mentions=discord.AllowedMentions.none())

@@ -18,7 +18,8 @@ setup(bot)`:
 
 Startup: open the queue, set the translator and the error sink, load the
 extensions, sync the commands (globally, or to `ARTBOT_DEV_GUILD` while
-developing), then start the worker. Shutdown puts running jobs back on the
+developing), serve /healthz and /metrics when `metrics_port` is set
+(`worker.health`), then start the worker. Shutdown puts running jobs back on the
 queue for the next start.
 """
 
@@ -38,6 +39,7 @@ from artbot.config import Settings
 from bot import errors
 from bot.i18n import ArtTranslator
 from storage.images import ImageStore
+from worker.health import HealthServer, serve_queue_health
 from worker.policy import Policy, Requester
 from worker.queue import JobQueue, LocalJobQueue
 
@@ -74,8 +76,14 @@ class ArtBot(commands.Bot):
         self.run_worker = run_worker
         self.worker_factory = worker_factory
         self.worker = None
+        # Hands jobs to remote workers when settings.redis_url is set (worker.dispatcher).
+        self.dispatcher = None
         self._worker_task: asyncio.Task | None = None
         self._closing_down = False
+        # /healthz and /metrics, when settings.metrics_port is set: the server, and the
+        # port it listens on.
+        self.health_server: HealthServer | None = None
+        self.metrics_port: int | None = None
 
     # -- startup and shutdown -------------------------------------------------
 
@@ -93,12 +101,30 @@ class ArtBot(commands.Bot):
         else:
             synced = await self.tree.sync()
         log.info("synced %d commands: %s", len(synced), " ".join(f"/{c.name}" for c in synced))
+        if self.settings.redis_url:
+            from worker.dispatcher import Dispatcher  # remote GPU workers, through Redis
+
+            self.dispatcher = await Dispatcher(self.queue, self.images, self.settings,
+                                               url=self.settings.redis_url).start()
+        if self.settings.metrics_port:
+            await self._serve_metrics()  # before the worker, so it sees every result
         if self.run_worker:
             self.worker = self._make_worker()
             self._worker_task = asyncio.create_task(self.worker.run(), name="artbot-worker")
             if hasattr(self.worker, "warm_up"):
                 # Load the default model now, so the first /draw does not wait for it.
                 asyncio.create_task(self.worker.warm_up("diffusion", self.settings.default_model))
+
+    async def _serve_metrics(self) -> None:
+        host, port = self.settings.metrics_host, self.settings.metrics_port
+        try:
+            self.health_server, _ = await serve_queue_health(self.queue, host, port,
+                                                             dispatcher=self.dispatcher)
+        except OSError as exc:  # the bot still serves Discord
+            log.error("cannot serve /metrics and /healthz on %s:%d: %s", host, port, exc)
+            return
+        self.metrics_port = self.health_server.port
+        log.info("metrics on http://%s:%d/metrics, health on /healthz", host, self.metrics_port)
 
     def _make_worker(self):
         if self.worker_factory is not None:
@@ -118,7 +144,12 @@ class ArtBot(commands.Bot):
                 await asyncio.wait_for(self._worker_task, 10)
             except (asyncio.TimeoutError, asyncio.CancelledError, Exception):  # noqa: BLE001
                 self._worker_task.cancel()
+        if self.dispatcher is not None:
+            await self.dispatcher.close()  # remote workers' jobs stay leased; nothing is lost
         await super().close()  # unloads the extensions: delivery stops there
+        if self.health_server is not None:
+            await self.health_server.close()
+            self.health_server = None
         await self.queue.close()
 
     # -- who asks, and the rules where they ask -------------------------------------
@@ -154,7 +185,9 @@ class ArtBot(commands.Bot):
 async def run_bot(settings: Settings) -> int:
     """`artbot run`: the bot and a local worker until SIGTERM or Ctrl-C. Returns an exit code."""
     configure_endpoints(settings)
-    bot = ArtBot(settings)
+    bot = ArtBot(settings, run_worker=settings.local_worker)
+    if not settings.local_worker and not settings.redis_url:
+        log.warning("local_worker is off and no redis_url is set: no worker will run jobs")
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
 

@@ -7,6 +7,7 @@ after a restart. /job brings a finished job back with working buttons.
 
 # No `from __future__ import annotations`: discord.py reads the option types
 # from the annotations.
+import time
 from typing import Optional
 
 import discord
@@ -20,8 +21,25 @@ from bot.i18n import t
 from bot.posting import job_in_guild
 from bot.results import send_result
 from storage.jobs import JobStatus
+from storage.workers import LIVE_WITHIN_S
+from worker.fleet import SPEED_FROM_LAST_S, estimate_wait, rough_duration
 
 HISTORY_PAGE_SIZE = 5
+
+
+def wait_text(seconds: float, locale) -> str:
+    """An estimated wait in the member's language: "under a minute", "about 2 min"."""
+    unit, n = rough_duration(seconds)
+    return t(f"wait_{unit}", locale, n=n)
+
+
+async def queue_estimate(bot: ArtBot):
+    """position -> estimated seconds until it starts (None: no estimate), from the
+    fleet's speed over the last hour, its live workers and the jobs running now."""
+    recent = await bot.queue.recent_run_seconds(since=time.time() - SPEED_FROM_LAST_S)
+    alive = sum(1 for w in await bot.queue.workers(within_s=LIVE_WITHIN_S) if w["alive"])
+    running = (await bot.queue.status_counts()).get("running", 0)
+    return lambda position: estimate_wait(position, recent, alive, running)
 
 
 class HistoryPageButton(discord.ui.DynamicItem[discord.ui.Button],
@@ -139,14 +157,22 @@ async def setup(bot: ArtBot) -> None:
         running = await bot.queue.list_jobs(statuses=[JobStatus.RUNNING], limit=10)
         embed = discord.Embed(title=t("queue_title", locale), colour=discord.Colour.blurple())
         lines = []
+        wait_at = (await queue_estimate(bot)
+                   if any(j.status is JobStatus.QUEUED for j in mine) else None)
         for job in mine:
             if job.status is JobStatus.RUNNING:
                 progress = (t("step_of", locale, step=job.progress_step, total=job.progress_total)
                             if job.progress_total else t("starting", locale))
                 lines.append(t("queue_line_running", locale, job=job.id, progress=progress))
             else:
-                lines.append(t("queue_line_queued", locale, job=job.id,
-                               position=positions.get(job.id, "?")))
+                position = positions.get(job.id)
+                wait = wait_at(position) if wait_at and position else None
+                if wait is None:
+                    lines.append(t("queue_line_queued", locale, job=job.id,
+                                   position=position or "?"))
+                else:
+                    lines.append(t("queue_line_queued_wait", locale, job=job.id,
+                                   position=position, wait=wait_text(wait, locale)))
         embed.description = "\n".join(lines) if lines else t("queue_empty", locale)
         now = [f"job {j.id} · <@{j.user_id}> · "
                + (t("step_of", locale, step=j.progress_step, total=j.progress_total)

@@ -183,6 +183,12 @@ MESSAGES: dict[str, dict[str, str]] = {
     "queue_line_running": {"en": "Job {job}: running, {progress}", "zh": "任务 {job}：运行中，{progress}"},
     "step_of": {"en": "step {step} of {total}", "zh": "第 {step}/{total} 步"},
     "nothing_running": {"en": "Nothing is running.", "zh": "当前没有任务在运行。"},
+    # The estimated wait (worker.fleet.estimate_wait, worded by rough_duration's unit).
+    "queue_line_queued_wait": {"en": "Job {job}: queued, position {position}, starts in {wait}",
+                               "zh": "任务 {job}：排队第 {position} 位，{wait}后开始"},
+    "wait_under_minute": {"en": "under a minute", "zh": "不到一分钟"},
+    "wait_minutes": {"en": "about {n} min", "zh": "约 {n} 分钟"},
+    "wait_hours": {"en": "about {n} h", "zh": "约 {n} 小时"},
     # Refusals by the server's rules (worker.policy, worker.gate), under their Refusal key;
     # {when} is a Discord timestamp.
     "quota": {
@@ -231,6 +237,18 @@ MESSAGES: dict[str, dict[str, str]] = {
     },
     "stats_models": {"en": "Per model (7 days): jobs · mean wait · mean generation",
                      "zh": "各模型（近 7 天）：任务数 · 平均等待 · 平均生成"},
+    "stats_workers": {"en": "Workers serving now", "zh": "正在服务的工作进程"},
+    "stats_worker_line": {"en": "`{id}` ({where}) · {device} · jobs done: {jobs} · {current} · seen {seen}",
+                          "zh": "`{id}`（{where}）· {device} · 已完成任务：{jobs} · {current} · 最近在线 {seen}"},
+    "stats_worker_models": {"en": "models: {models}", "zh": "模型：{models}"},
+    "stats_worker_idle": {"en": "idle", "zh": "空闲"},
+    "stats_worker_running": {"en": "running job {jobs}", "zh": "正在运行任务 {jobs}"},
+    "stats_worker_no_device": {"en": "no device yet", "zh": "尚未选定设备"},
+    "stats_worker_local": {"en": "local", "zh": "本机"},
+    "stats_worker_remote": {"en": "remote", "zh": "远程"},
+    "stats_workers_none": {"en": "No worker is serving now.", "zh": "当前没有工作进程在服务。"},
+    "stats_workers_more": {"en": "… and {n} more (artbot workers lists them all)",
+                           "zh": "……还有 {n} 个（artbot workers 可列出全部）"},
     "nobody_yet": {"en": "nobody yet", "zh": "暂无"},
     "field_seed": {"en": "Seed", "zh": "种子"},
     "field_seeds": {"en": "Seeds", "zh": "种子"},

@@ -10,8 +10,10 @@
     artbot settings show|audit GUILD | set GUILD KEY VALUE | unset GUILD KEY [--channel ID]
     artbot history [--limit N]
     artbot jobs
+    artbot workers
     artbot cancel JOB_ID
-    artbot worker [--burst]
+    artbot worker [--burst] [--connect redis://HOST:PORT [--name NAME] [--models A,B]]
+    artbot dispatch [--connect redis://HOST:PORT]   # jobs to remote workers, no Discord
     artbot run                      # the Discord bot with a local worker
     artbot train gan|vae|diffusion --data DIR|emoji --out DIR [--epochs N] [--size 64]
                                     [--resume] [--seed N]
@@ -38,11 +40,12 @@ import sys
 from artbot import __version__
 from artbot.config import load_settings
 from artbot.errors import UserError
+from cli.fleet import cmd_workers
 from cli.listing import cmd_cancel, cmd_history, cmd_jobs
 from cli.models import cmd_models
 from cli.requests import cmd_draw, cmd_stylize, cmd_vary
 from cli.rules import cmd_preset, cmd_settings
-from cli.serve import cmd_run, cmd_train, cmd_worker
+from cli.serve import cmd_dispatch, cmd_run, cmd_train, cmd_worker
 from worker.server_settings import KEYS
 
 log = logging.getLogger("artbot")
@@ -160,6 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Show the queue in the order jobs will run, and what is running.")
     p.set_defaults(func=cmd_jobs)
 
+    p = sub.add_parser("workers", help="show the workers serving this data directory",
+                       description="Show every worker, local or remote, seen in the last hour: "
+                       "alive or not, its device and memory, the models it has loaded, jobs "
+                       "done, the jobs it runs now and when it was last seen.")
+    p.set_defaults(func=cmd_workers)
+
     p = sub.add_parser("cancel", help="cancel a queued or running job",
                        description="Cancel a job: a queued one at once, a running one at its next step.")
     p.add_argument("job_id", type=_positive_int)
@@ -209,9 +218,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("worker", help="run a worker that takes jobs from the queue",
-                       description="Run a worker on this machine's device until interrupted.")
+                       description="Run a worker on this machine's device until interrupted "
+                       "(SIGTERM or Ctrl-C hands its running job back to the queue). With "
+                       "--connect it serves a bot on another machine through Redis and needs "
+                       "nothing of that machine but Redis: its own artbot.toml names the "
+                       "models it has (by the bot's catalogue names); a password comes from "
+                       "ARTBOT_REDIS_PASSWORD.")
     p.add_argument("--burst", action="store_true", help="exit once the queue is empty")
+    p.add_argument("--connect", metavar="URL",
+                   help="redis://HOST:PORT (or rediss:// for TLS; an ACL user as "
+                   "redis://USER@HOST:PORT): serve the bot whose dispatcher uses this Redis "
+                   "(default: ARTBOT_REDIS_URL, if set, unless --burst)")
+    p.add_argument("--name", help="with --connect: this worker's id (default host/pid/random); "
+                   "fixed names let Redis ACLs be per worker")
+    p.add_argument("--models", help="with --connect: the model names it serves, comma-separated "
+                   "(default: its catalogue, the bundled models and its default model)")
+    p.add_argument("--metrics-port", type=_positive_int,
+                   help="serve /healthz and Prometheus /metrics on this port "
+                   "(default: ARTBOT_METRICS_PORT; 0: none)")
     p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("dispatch", help="hand queued jobs to remote workers (no Discord)",
+                       description="Run the dispatcher alone: it hands this data directory's "
+                       "queued jobs to the workers connected to ARTBOT_REDIS_URL (or --connect), "
+                       "as `artbot run` does beside the bot. For installs that use the command "
+                       "line with remote workers.")
+    p.add_argument("--connect", metavar="URL", help="the Redis URL (default: ARTBOT_REDIS_URL)")
+    p.add_argument("--metrics-port", type=_positive_int,
+                   help="serve /healthz and Prometheus /metrics on this port")
+    p.set_defaults(func=cmd_dispatch)
     return parser
 
 

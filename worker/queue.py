@@ -170,6 +170,9 @@ class JobQueue(WorkerQueue):
     def __init__(self) -> None:
         self._subs: dict[int | None, set[Subscription]] = {}
         self._work = asyncio.Event()
+        # Called with a job id when a running job is asked to stop, so that whoever runs
+        # it elsewhere (worker.dispatcher, for remote workers) can pass it on at once.
+        self.cancel_listeners: list[Callable[[int], None]] = []
 
     async def __aenter__(self) -> "JobQueue":
         return self
@@ -436,6 +439,9 @@ class LocalJobQueue(JobQueue):
         if status is JobStatus.CANCELED:
             log.info("job %d canceled before it started", job_id)
             self.publish(JobEvent(job_id, "canceled", error=CANCELED_BEFORE_START))
+        elif status is JobStatus.RUNNING:
+            for listener in list(self.cancel_listeners):
+                listener(job_id)
         return status
 
     # -- chat messages --------------------------------------------------------------

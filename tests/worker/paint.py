@@ -2,9 +2,12 @@
 derived from its seed, taking `steps` steps of `step_s` seconds each.
 
 Prompts steer failures: "user-error" raises a UserError, "crash" a plain bug.
-It is also run as a worker process by the crash-recovery test:
+It is also run as a worker process by the crash-recovery tests:
 
-    python -m tests.worker.paint DATA_DIR STEP_S    # burst worker on DATA_DIR
+    python -m tests.worker.paint DATA_DIR STEP_S              # burst worker on DATA_DIR
+    python -m tests.worker.paint DATA_DIR STEP_S --connect URL [--name NAME]
+                                 # a remote worker through Redis (worker.remote), as
+                                 # `artbot worker --connect` runs, until SIGTERM
 """
 
 from __future__ import annotations
@@ -66,6 +69,33 @@ if __name__ == "__main__":
     from worker.runner import Worker
 
     data_dir, step_s = sys.argv[1], float(sys.argv[2])
+    if "--connect" in sys.argv:
+        import logging
+        import signal
+
+        from worker.remote import serve_remote
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+        url = sys.argv[sys.argv.index("--connect") + 1]
+        name = sys.argv[sys.argv.index("--name") + 1] if "--name" in sys.argv else None
+
+        async def remote():
+            import os
+
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            loop.add_signal_handler(signal.SIGTERM, stop.set)
+            # The lease and heartbeat the worker runs under come from the environment,
+            # as they would for `artbot worker --connect`.
+            settings = Settings(data_dir=data_dir, device="cpu",
+                                lease_s=float(os.environ.get("ARTBOT_LEASE_S", "120")),
+                                redis_password=os.environ.get("ARTBOT_REDIS_PASSWORD"))
+            n = await serve_remote(settings, url, name=name, serves=["paint-model"],
+                                   loader=paint_loader(step_s), warm_up=False, stop=stop)
+            print(f"ran {n}", flush=True)
+
+        asyncio.run(remote())
+        sys.exit(0)
 
     async def main():
         settings = Settings(data_dir=data_dir, device="cpu")
