@@ -195,10 +195,12 @@ class Dispatcher:
                 and (w in self._served or not info.get("current"))]
         if not idle:
             return
-        head = await self._next_model()
+        head = await self._next_model(set().union(*(self._references(self.fleet[w])
+                                                      for w in idle)))
         if head is None:
             return
-        # Offer the next job to workers that hold its model loaded, then to those that have it.
+        # Offer the next job that an idle worker can run to the workers that hold its
+        # model loaded, then to those that have it.
         idle.sort(key=lambda w: (head not in {self.settings.resolve_model(n) for n in
                                               self.fleet[w].get("loaded_names", [])},
                                  head not in self._references(self.fleet[w]), w))
@@ -211,12 +213,16 @@ class Dispatcher:
             if jobs:
                 await self._hand_over(worker_id, jobs)
 
-    async def _next_model(self) -> str | None:
+    async def _next_model(self, servable: set[str]) -> str | None:
+        """The model of the first job in the fair order that one of `servable` (model
+        references) can run, or None when no such job waits."""
         positions = await self.queue.positions()
         if not positions:
             return None
-        job = await self.queue.get(min(positions, key=positions.get))
-        return job.model if job else None
+        queued = await self.queue.list_jobs(statuses=[JobStatus.QUEUED], limit=500,
+                                            newest_first=False)
+        runnable = [j for j in queued if j.id in positions and j.model in servable]
+        return min(runnable, key=lambda j: positions[j.id]).model if runnable else None
 
     async def _hand_over(self, worker_id: str, jobs: list[Job]) -> None:
         """Send one batch, with its input images, to the worker's jobs stream. Only

@@ -5,7 +5,7 @@ Prompts steer failures: "user-error" raises a UserError, "crash" a plain bug.
 It is also run as a worker process by the crash-recovery tests:
 
     python -m tests.worker.paint DATA_DIR STEP_S              # burst worker on DATA_DIR
-    python -m tests.worker.paint DATA_DIR STEP_S --connect URL [--name NAME]
+    python -m tests.worker.paint DATA_DIR STEP_S --connect URL [--name NAME] [--models A,B]
                                  # a remote worker through Redis (worker.remote), as
                                  # `artbot worker --connect` runs, until SIGTERM
 """
@@ -78,6 +78,8 @@ if __name__ == "__main__":
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
         url = sys.argv[sys.argv.index("--connect") + 1]
         name = sys.argv[sys.argv.index("--name") + 1] if "--name" in sys.argv else None
+        models = (sys.argv[sys.argv.index("--models") + 1].split(",") if "--models" in sys.argv
+                  else ["paint-model"])
 
         async def remote():
             import os
@@ -89,8 +91,9 @@ if __name__ == "__main__":
             # as they would for `artbot worker --connect`.
             settings = Settings(data_dir=data_dir, device="cpu",
                                 lease_s=float(os.environ.get("ARTBOT_LEASE_S", "120")),
+                                max_batch_images=int(os.environ.get("ARTBOT_MAX_BATCH_IMAGES", "8")),
                                 redis_password=os.environ.get("ARTBOT_REDIS_PASSWORD"))
-            n = await serve_remote(settings, url, name=name, serves=["paint-model"],
+            n = await serve_remote(settings, url, name=name, serves=models,
                                    loader=paint_loader(step_s), warm_up=False, stop=stop)
             print(f"ran {n}", flush=True)
 

@@ -63,12 +63,15 @@ class Workers:
         self.root, self.url, self.step_s, self.lease_s = root, url, step_s, lease_s
         self.procs: list[subprocess.Popen] = []
 
-    def start(self, name: str | None = None, env: dict | None = None) -> subprocess.Popen:
+    def start(self, name: str | None = None, env: dict | None = None, url: str | None = None,
+              models: str | None = None) -> subprocess.Popen:
         data = self.root / f"worker-{len(self.procs)}"
         cmd = [sys.executable, "-m", "tests.worker.paint", str(data), str(self.step_s),
-               "--connect", self.url]
+               "--connect", url or self.url]
         if name:
             cmd += ["--name", name]
+        if models:
+            cmd += ["--models", models]
         data.mkdir(parents=True, exist_ok=True)
         with open(data / "worker.log", "wb") as log:  # what an operator's journal would hold
             proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
@@ -96,10 +99,12 @@ def workers(tmp_path, redis):
     pool.stop_all()
 
 
-async def submit(queue, settings, n, *, steps=10, count=1, prefix="job", user_per_job=True):
+async def submit(queue, settings, n, *, steps=10, count=1, prefix="job", user_per_job=True,
+                 model="paint-model"):
     jobs = []
     for i in range(n):
-        s = spec(settings, prompt=f"{prefix}{i}", steps=steps, count=count, seed=1000 + 7 * i)
+        s = spec(settings, prompt=f"{prefix}{i}", steps=steps, count=count, seed=1000 + 7 * i,
+                 model=model)
         user = f"u{i}" if user_per_job else "u"
         jobs.append(await queue.submit(s, requester=Requester(user, "cli"), settings=settings))
     return jobs
@@ -245,3 +250,91 @@ async def _succeeded(queue, job_id):
 
 async def _count(queue, status, at_least):
     return len(await queue.list_jobs(statuses=[status], limit=1000)) >= at_least
+
+
+@pytest.mark.asyncio
+async def test_three_remote_workers_give_at_least_2_7_times_the_throughput_of_one(tmp_path):
+    from benchmarks.bench_fleet import compare
+
+    out = await compare(tmp_path, jobs=9, steps=6, step_s=0.1)
+    assert out["ratio"] >= 2.7, out
+
+
+@pytest.mark.asyncio
+async def test_cancel_reaches_a_remote_worker_at_its_next_step(bot, bot_settings, workers):
+    queue, dispatcher = bot
+    (job,) = await submit(queue, bot_settings, 1, steps=150)  # 7.5 s if not stopped
+    workers.start(name="gpu-1")
+    await until(lambda: _running_on(queue, job.id, "gpu-1"), 30, "the job to start")
+    asked = time.monotonic()
+    assert await queue.cancel(job.id) is JobStatus.RUNNING
+    done = await until(lambda: _finished(queue, job.id), 10, "the job to stop")
+    took = time.monotonic() - asked
+    assert done.status is JobStatus.CANCELED and done.error == "Canceled."
+    # Passed on at once (not at the next heartbeat): a few 50 ms steps at most.
+    assert took < 1.0, took
+    assert await queue.images(job.id) == []
+
+
+@pytest.mark.asyncio
+async def test_jobs_go_only_to_workers_that_have_their_model_preferring_it_loaded(
+        bot, bot_settings, workers):
+    queue, dispatcher = bot
+    workers.start(name="z-paint", models="paint-model")
+    workers.start(name="m-other", models="other-model")
+    await until(lambda: _true(len(dispatcher.fleet) == 2), 30, "both workers to join")
+    paint = await submit(queue, bot_settings, 3, steps=2, prefix="p")
+    other = await submit(queue, bot_settings, 3, steps=2, prefix="o", model="other-model")
+    await until(lambda: all_finished(queue, paint + other), 60, "the jobs to finish")
+    assert {(await queue.get(j.id)).worker_id for j in paint} == {"z-paint"}
+    assert {(await queue.get(j.id)).worker_id for j in other} == {"m-other"}
+    # A job whose model no live worker has waits in the queue; it is never handed over.
+    (orphan,) = await submit(queue, bot_settings, 1, prefix="x", model="nobody-has-it")
+    # A third worker that also serves paint-model, first by name: the next paint job still
+    # goes to z-paint, which has the model loaded.
+    workers.start(name="a-paint", models="paint-model")
+    await until(lambda: _true("paint-model" in dispatcher.fleet.get("z-paint", {})
+                              .get("loaded_names", []) and "a-paint" in dispatcher.fleet),
+                30, "the fleet to say who has what loaded")
+    (again,) = await submit(queue, bot_settings, 1, steps=2, prefix="again")
+    await until(lambda: all_finished(queue, [again]), 30, "the job to finish")
+    assert (await queue.get(again.id)).worker_id == "z-paint"
+    assert (await queue.get(orphan.id)).status is JobStatus.QUEUED
+
+
+@pytest.mark.asyncio
+async def test_a_worker_under_its_own_redis_acl_user_serves_jobs_and_sees_nothing_else(
+        bot_settings, workers, redis):
+    # The per-worker ACL of docs/remote-workers.md, as written there.
+    acl = ("gpu1 on >s3cret-pass resetkeys ~artbot:worker:gpu1 ~artbot:jobs:gpu1 "
+           "~artbot:control:gpu1 %W~artbot:results resetchannels -@all +ping +hello +auth "
+           "+client|setname +get +set +del +expire +xadd +xread +xreadgroup "
+           "+xack +xgroup|create")
+    assert redis.command("ACL", "SETUSER", *acl.split()) == "OK"
+    queue = await LocalJobQueue(bot_settings.db_path).open()
+    dispatcher = await Dispatcher(queue, ImageStore(bot_settings.image_dir), bot_settings,
+                                  url=redis.url, tick_s=0.05).start()
+    try:
+        jobs = await submit(queue, bot_settings, 2, steps=4)
+        url = f"redis://gpu1@127.0.0.1:{redis.port}"
+        proc = workers.start(name="gpu1", url=url, env={"ARTBOT_REDIS_PASSWORD": "s3cret-pass"})
+        await until(lambda: all_finished(queue, jobs), 60, "the jobs to finish")
+        await assert_exactly_once(queue, dispatcher, jobs, ImageStore(bot_settings.image_dir))
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(20) == 0
+    finally:
+        await dispatcher.close()
+        await queue.close()
+    logged = proc.log_path.read_text()
+    assert "connecting to redis://gpu1@127.0.0.1" in logged
+    assert "s3cret-pass" not in logged  # the password never reaches the log
+    # With the worker's credentials, nothing beyond its own keys can be read.
+    as_worker = ["--user", "gpu1", "--pass", "s3cret-pass", "--no-auth-warning"]
+    assert "NOPERM" in redis.command(*as_worker, "XRANGE", "artbot:results", "-", "+")
+    assert "NOPERM" in redis.command(*as_worker, "XRANGE", "artbot:jobs:gpu2", "-", "+")
+    assert "NOPERM" in redis.command(*as_worker, "KEYS", "*")
+
+
+async def _finished(queue, job_id):
+    job = await queue.get(job_id)
+    return job if job.status.finished else None
