@@ -2,9 +2,8 @@
 themselves so they pass on any machine that has the `redis-server` binary
 (Debian's redis-server package; CI uses the machine's). Each test gets its own
 server on a free port, keeping nothing on disk, which it can stop and start
-again on the same port (the "Redis restarted mid-run" test). Where there is no
-binary but a Redis answers on 127.0.0.1:6379, tests that need no restart use
-that one, on a database number of their own.
+again on the same port (the "Redis restarted mid-run" test). Without the
+binary, those tests fail with a message that says to install it.
 """
 
 from __future__ import annotations

@@ -382,7 +382,15 @@ class RedisWorkerQueue(WorkerQueue):
         about = dict(info or {})
         about.update(id=self.worker_id, remote=True, serves=self.serves, seen_at=time.time(),
                      loaded_names=sorted({self.settings.model_name(m) for m in models or []}))
-        await self.redis.set(worker_key(self.worker_id), json.dumps(about), ex=WORKER_TTL_S)
+        try:
+            await self.redis.set(worker_key(self.worker_id), json.dumps(about), ex=WORKER_TTL_S)
+        except CONNECTION_ERRORS:
+            # Not there yet (or gone): the worker starts anyway and says so every 2 s,
+            # while its readers reconnect with backoff.
+            self.connected = False
+            log.warning("worker %s: Redis does not answer at %s yet; retrying",
+                        self.worker_id, masked_url(self.url))
+            return
         self.connected = True
 
     async def worker_gone(self, worker_id) -> None:
