@@ -31,7 +31,7 @@ def start_worker(folder: Path, url: str, name: str, model: Path) -> subprocess.P
     own folder, whose artbot.toml names the model by the bot's catalogue name."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "artbot.toml").write_text(
-        f'default_model = "tiny"\n[models.tiny]\nsource = "{model}"\nsteps = 4\n')
+        f'default_model = "tiny"\n[models.tiny]\nsource = "{model}"\n')
     env = {k: v for k, v in os.environ.items() if not k.startswith("ARTBOT_")}
     env.update(ARTBOT_OFFLINE="1", ARTBOT_DEVICE="cpu", ARTBOT_DATA_DIR=str(folder / "data"))
     return subprocess.Popen([ARTBOT, "worker", "--connect", url, "--name", name],
@@ -52,7 +52,9 @@ async def until(predicate, timeout, what):
 async def test_a_draw_is_served_by_a_remote_worker_and_survives_its_death(
         server, bot_settings, tiny_pipeline, tmp_path):
     redis = RedisServer(tmp_path / "redis").start()
-    bot_settings.models["tiny"].steps = 30  # a few seconds: long enough for progress edits
+    # 100 steps: a few seconds even on a warm worker, long enough for progress edits
+    # (at most one per 1.5 s) and a preview.
+    bot_settings.models["tiny"].steps = 100
     settings = replace(bot_settings, redis_url=redis.url, local_worker=False,
                        metrics_port=free_port(), lease_s=3.0, max_attempts=5)
     worker = start_worker(tmp_path / "gpu-box", redis.url, "gpu-box", tiny_pipeline)
@@ -67,7 +69,7 @@ async def test_a_draw_is_served_by_a_remote_worker_and_survives_its_death(
             assert job.status is JobStatus.SUCCEEDED and job.worker_id == "gpu-box"
             stored = server.message(message.id)
             contents = [e.payload["content"] for e in stored.edits]
-            assert any("step" in c and "of 30" in c for c in contents), contents
+            assert any("step" in c and "of 100" in c for c in contents), contents
             previews = [e for e in stored.edits if e.payload["attachments"] and
                         e.payload["attachments"][0]["filename"].endswith("-preview.jpg")]
             assert previews  # the image forming, made on the worker, shown here
