@@ -13,16 +13,10 @@ from PIL import Image
 
 from bot.i18n import t
 from storage.jobs import ImageRecord, Job, JobStatus
+from worker.fleet import short_model
 
 # Discord embeds: 256-char titles, 4096-char descriptions.
 TITLE_MAX = 250
-
-
-def short_model(model: str) -> str:
-    """A folder or file path shows as its last part; hub ids as they are."""
-    if model.startswith(("/", ".", "~")) or "\\" in model:
-        return Path(model).name or model
-    return model
 
 
 def jump_link(guild_id: str | int | None, channel_id: str | int, message_id: str | int) -> str:
