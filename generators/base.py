@@ -4,12 +4,21 @@ A family is handed a request and returns images plus what reproduces them:
 
     result = generator.generate(request, progress)
 
-`request.task` says which of the three things is asked for:
+`request.task` says what is asked for:
 
 - ``draw``: text to image (prompt, negative prompt, size, steps, guidance);
 - ``vary``: a variation of `init_image` (strength 0..1; a new prompt is optional);
 - ``stylize``: `init_image` (the content) in the style of `style_image` or of
-  a style prompt.
+  a style prompt;
+- ``upscale``: `init_image` enlarged to width x height (`options["scale"]`, 2 or 4),
+  by a super-resolution network (the 'upscaler' family) or by a "hires fix" of the
+  job's own diffusion model (image to image at a low `strength`);
+- ``outpaint``: `init_image` on a larger canvas (zoom out, pan): `options["pad"]` is
+  [left, top, right, bottom] pixels added around it, width x height the canvas; the
+  new border is filled and the old pixels are kept;
+- ``blend``: `images` (2 to 5) made into one picture of width x height;
+- ``describe``: `init_image` put into words: no images, and `params["prompts"]` of the
+  result holds a few prompts to draw from.
 
 A family that cannot do a task raises `UnsupportedTask` with a message for the
 user. `progress(step, total)` is called as work advances; it may raise (the
@@ -53,6 +62,10 @@ class Task(str, enum.Enum):
     DRAW = "draw"
     VARY = "vary"
     STYLIZE = "stylize"
+    UPSCALE = "upscale"
+    OUTPAINT = "outpaint"
+    BLEND = "blend"
+    DESCRIBE = "describe"
 
 
 class UnsupportedTask(UserError):
@@ -74,8 +87,10 @@ class GenerationRequest:
     init_image: Image.Image | None = None
     # vary/stylize: how far to move from init_image, 0..1.
     strength: float = 0.6
-    # stylize: the style image, if the style is given as an image.
+    # stylize: the style image, if the style is given as an image; draw: a style reference.
     style_image: Image.Image | None = None
+    # blend: the images to blend, in order.
+    images: list[Image.Image] = field(default_factory=list)
     # diffusers models: the sampler, by its A1111 name ("DPM++ 2M Karras"); None: the model's own.
     sampler: str | None = None
     # diffusers models: LoRAs as (name, file, weight), applied to this request only.
@@ -102,14 +117,19 @@ class GenerationResult:
 
 def check_request(request: GenerationRequest) -> None:
     """What every family needs of a request, refused in words."""
+    if not isinstance(request.task, Task):
+        raise UnsupportedTask(f"Unknown task {request.task!r}.")
     if not request.seeds:
         raise InvalidRequest("A request must ask for at least one image.")
-    if request.task is Task.VARY and request.init_image is None:
-        raise InvalidRequest("A variation needs an image to vary.")
-    if request.task is Task.STYLIZE and request.init_image is None:
-        raise InvalidRequest("Style transfer needs a content image.")
-    if request.task not in (Task.DRAW, Task.VARY, Task.STYLIZE):
-        raise UnsupportedTask(f"Unknown task {request.task!r}.")
+    needs = {Task.VARY: "A variation needs an image to vary.",
+             Task.STYLIZE: "Style transfer needs a content image.",
+             Task.UPSCALE: "Upscaling needs an image to enlarge.",
+             Task.OUTPAINT: "Zooming out or panning needs an image to extend.",
+             Task.DESCRIBE: "Describing needs an image."}
+    if request.task in needs and request.init_image is None:
+        raise InvalidRequest(needs[request.task])
+    if request.task is Task.BLEND and not 2 <= len(request.images) <= 5:
+        raise InvalidRequest("A blend needs 2 to 5 images.")
 
 
 class Generator:
@@ -129,11 +149,7 @@ class Generator:
         self, request: GenerationRequest, progress: ProgressCallback = no_progress
     ) -> GenerationResult:
         check_request(request)
-        if request.task is Task.DRAW:
-            return self.draw(request, progress)
-        if request.task is Task.VARY:
-            return self.vary(request, progress)
-        return self.stylize(request, progress)
+        return getattr(self, request.task.value)(request, progress)
 
     def generate_many(
         self, requests: list[GenerationRequest], progress: ProgressCallback = no_progress
@@ -190,6 +206,19 @@ class Generator:
 
     def vary(self, request: GenerationRequest, progress: ProgressCallback) -> GenerationResult:
         raise UnsupportedTask(f"The {self.family} generator cannot make variations.")
+
+    def upscale(self, request: GenerationRequest, progress: ProgressCallback) -> GenerationResult:
+        raise UnsupportedTask(f"The {self.family} generator cannot upscale; the operator can "
+                              f"configure an upscaler model (upscaler in artbot.toml).")
+
+    def outpaint(self, request: GenerationRequest, progress: ProgressCallback) -> GenerationResult:
+        raise UnsupportedTask(f"The {self.family} generator cannot zoom out or pan.")
+
+    def blend(self, request: GenerationRequest, progress: ProgressCallback) -> GenerationResult:
+        raise UnsupportedTask(f"The {self.family} generator cannot blend images.")
+
+    def describe(self, request: GenerationRequest, progress: ProgressCallback) -> GenerationResult:
+        raise UnsupportedTask(f"The {self.family} generator cannot describe images.")
 
     def stylize(self, request: GenerationRequest, progress: ProgressCallback) -> GenerationResult:
         """Restyle by text: image to image with the style prompt, for families that vary images.

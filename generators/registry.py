@@ -17,6 +17,8 @@ FAMILIES: dict[str, str] = {
     "vae": "generators.vae.generator:VAEGenerator",
     "pixel-diffusion": "generators.pixel_diffusion.generator:PixelDiffusionGenerator",
     "style": "generators.style.generator:StyleGenerator",
+    "describe": "generators.describe:DescribeGenerator",
+    "upscaler": "generators.upscale:UpscalerGenerator",
 }
 
 

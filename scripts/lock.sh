@@ -38,6 +38,8 @@ echo "lock: installing $TORCH_SPEC"
 "$py" -m pip install "${pip_args[@]}" "$TORCH_SPEC"
 echo "lock: resolving artbot's dependencies (newest within pyproject.toml's bounds)"
 "$py" -m pip install --quiet -e '.[test]'
+# The upscale extra as setup.sh installs it: spandrel without torchvision (see pyproject.toml).
+"$py" -m pip install --quiet --no-deps spandrel einops
 
 # --all --exclude pip: setuptools is a runtime dependency of torch, so it is
 # pinned too; pip is not (setup.sh upgrades it before anything else).

@@ -36,5 +36,9 @@ fi
 
 echo "setup: installing artbot and its dependencies (versions from constraints.txt)"
 .venv/bin/python -m pip install --quiet -c constraints.txt -e '.[test]'
+# Upscaler networks (the "upscale" extra): spandrel without its torchvision requirement,
+# which on PyPI is a CUDA build that breaks beside a CPU torch; generators.upscale runs
+# spandrel without torchvision.
+.venv/bin/python -m pip install --quiet -c constraints.txt --no-deps spandrel einops
 .venv/bin/artbot --version
 echo "setup: done. Try: .venv/bin/artbot --help"

@@ -13,6 +13,7 @@ its job gives alone.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 
 import torch
@@ -34,6 +35,8 @@ from generators.diffusion.prompting import prompt_embeddings
 from generators.diffusion.samplers import scheduler_for
 from generators.diffusion.speed import apply_speed_switches
 from generators.invariance import per_image
+from generators.outpaint import (canvas_size, extend_canvas, outpaint_mask, parse_pad, paste_back,
+                                 round_pad)
 from generators.previews import diffusion_preview, load_preview_vae
 
 
@@ -41,6 +44,9 @@ from generators.previews import diffusion_preview, load_preview_vae
 # decode of a large image (hires, upscales) does not run out of memory; below it the
 # VAE decodes in one piece, as the model was made to (tiles blend at their seams).
 TILED_ABOVE_PIXELS = 2048 * 1024
+# Zooming out by image to image (a model without an inpainting pipeline): the strength when the
+# job asks for 1.0, which would throw the extended canvas away.
+OUTPAINT_IMG2IMG_STRENGTH = 0.8
 
 
 class DiffusionGenerator(Generator):
@@ -52,6 +58,7 @@ class DiffusionGenerator(Generator):
         self.pipe = pipe  # text to image
         self.preview_vae = preview_vae  # an AutoencoderTiny for previews; None: linear ones
         self._img2img = None  # built on first use; shares pipe's modules
+        self._inpaint = None  # likewise; False: the model has no inpainting pipeline
         self.allow_offload = allow_offload  # the operator's `allow_cpu_offload`
         self.offloaded = False
 
@@ -76,7 +83,7 @@ class DiffusionGenerator(Generator):
         self.pipe.enable_model_cpu_offload(device=self.pipe.device)
         if hasattr(self.pipe, "vae") and hasattr(self.pipe.vae, "enable_tiling"):
             self.pipe.vae.enable_tiling()
-        self._img2img = None  # rebuilt from the offloaded pipeline
+        self._img2img = self._inpaint = None  # rebuilt from the offloaded pipeline
         self.offloaded = True
         return "the model was offloaded to the CPU between its parts"
 
@@ -171,13 +178,166 @@ class DiffusionGenerator(Generator):
             self._img2img.set_progress_bar_config(disable=True)
         return self._img2img
 
+    def inpaint_pipeline(self):
+        """The model's inpainting pipeline (diffusers' AutoPipelineForInpainting, sharing pipe's
+        modules: SD 1.x/2.x, SDXL, SD3, Flux; a 4-channel UNet inpaints by blending latents),
+        or None where diffusers has none for it."""
+        if self._inpaint is None:
+            from diffusers import AutoPipelineForInpainting
+
+            try:
+                self._inpaint = AutoPipelineForInpainting.from_pipe(self.pipe)
+            except (ValueError, KeyError):
+                self._inpaint = False
+            else:
+                self._inpaint.set_progress_bar_config(disable=True)
+        return self._inpaint or None
+
+    def _image_to_image(self, doing: str):
+        """The img2img pipeline, or a refusal that says what it was needed for."""
+        if self._inpainting_model():
+            raise UnsupportedTask(f"This is an inpainting model: it zooms out and pans, but "
+                                  f"cannot {doing}.")
+        try:
+            return self.img2img_pipeline()
+        except UnsupportedTask:
+            raise UnsupportedTask(f"This model's pipeline ({type(self.pipe).__name__}) has no "
+                                  f"image-to-image variant, so it cannot {doing}.") from None
+
+    def _inpainting_model(self) -> bool:
+        """An inpainting UNet (9 input channels: latents, mask, masked image) cannot draw or
+        vary with the text-to-image or image-to-image pipelines."""
+        unet = getattr(self.pipe, "unet", None)
+        return getattr(getattr(unet, "config", None), "in_channels", 4) == 9
+
+    def _size_multiple(self) -> int:
+        """What the width and height must be multiples of: the VAE's factor times the
+        transformer's patch (Flux packs 2x2), at least 8."""
+        factor = int(getattr(self.pipe, "vae_scale_factor", 8) or 8)
+        denoiser = getattr(self.pipe, "transformer", None)
+        patch = int(getattr(getattr(denoiser, "config", None), "patch_size", 1) or 1)
+        if type(self.pipe).__name__.startswith("Flux"):
+            patch = 2
+        return max(8, factor * patch)
+
+    def _rounded(self, width: int, height: int) -> tuple[int, int]:
+        m = self._size_multiple()
+        return -(-width // m) * m, -(-height // m) * m
+
     # -- tasks ----------------------------------------------------------------
 
     def draw(self, request: GenerationRequest, progress: ProgressCallback) -> GenerationResult:
+        if self._inpainting_model():
+            raise UnsupportedTask("This is an inpainting model: it zooms out and pans, but "
+                                  "cannot draw from a prompt.")
         return self._run(self.pipe, [request], progress)[0]
 
     def vary(self, request: GenerationRequest, progress: ProgressCallback) -> GenerationResult:
-        return self._run(self.img2img_pipeline(), [request], progress)[0]
+        return self._run(self._image_to_image("make variations"), [request], progress)[0]
+
+    def upscale(self, request: GenerationRequest, progress: ProgressCallback) -> GenerationResult:
+        """A "hires fix": the image enlarged to width x height with Lanczos, then refined by
+        image to image with this model at the job's (low) strength; the VAE decodes in tiles
+        when the image is large (`_tiled_vae`)."""
+        # 1. Check inputs: a model that varies images, the size a multiple of its latents'.
+        pipe = self._image_to_image("upscale by a hires fix; the operator can configure an "
+                                    "upscaler model (upscaler in artbot.toml)")
+        target = (request.width, request.height)
+        work = self._rounded(*target)
+        # 2. Enlarge, then refine.
+        enlarged = request.init_image.convert("RGB").resize(work, Image.LANCZOS)
+        inner = dataclasses.replace(request, task=Task.VARY, init_image=enlarged,
+                                    width=work[0], height=work[1])
+        result = self._run(pipe, [inner], progress)[0]
+        # 3. Back to the size asked for, where the model's multiple made it larger.
+        if work != target:
+            result.images = [im.resize(target, Image.LANCZOS) for im in result.images]
+        scale = request.options.get("scale")
+        result.params.update(upscaler="hires fix", strength=float(request.strength))
+        if scale:
+            result.params["scale"] = scale
+        result.params.setdefault("notes", []).append(
+            f"Enlarged with Lanczos, then refined by this model (image to image at strength "
+            f"{float(request.strength):.2f}).")
+        return result
+
+    def outpaint(self, request: GenerationRequest, progress: ProgressCallback) -> GenerationResult:
+        """Zoom out or pan: `options["pad"]` (left, top, right, bottom) pixels added around
+        init_image. The new border starts from the image's edges carried outwards and blurred
+        (generators.outpaint), is filled by the inpainting pipeline where the model has one
+        (else by image to image on the whole canvas), and the original's pixels are pasted back
+        unchanged, the seam feathered inside the new area."""
+        # 1. Check inputs: the pad; the canvas grown on the right and bottom to the model's
+        #    multiple (cropped off again at the end).
+        pad = parse_pad(request.options.get("pad"))
+        image = request.init_image.convert("RGB")
+        size = canvas_size(image.size, pad)
+        work = round_pad(image.size, pad, self._size_multiple())
+        canvas = extend_canvas(image, work)
+        inner = dataclasses.replace(request, init_image=canvas, width=canvas.width,
+                                    height=canvas.height)
+        # 2. Fill the new border.
+        inpaint = self.inpaint_pipeline()
+        if inpaint is not None:
+            inner.options = {**request.options, "mask": outpaint_mask(image.size, work)}
+            result = self._run(inpaint, [inner], progress)[0]
+            how = "filled with the inpainting pipeline"
+        else:
+            pipe = self._image_to_image("zoom out or pan")
+            inner.task = Task.VARY
+            if inner.strength >= 1.0:
+                inner.strength = OUTPAINT_IMG2IMG_STRENGTH
+            result = self._run(pipe, [inner], progress)[0]
+            how = f"image to image on the extended canvas (strength {inner.strength:.2f})"
+        # 3. The original's pixels back, the seam feathered; the canvas asked for.
+        result.images = [paste_back(filled, image, work).crop((0, 0, *size))
+                         for filled in result.images]
+        result.params.update(pad=list(pad), width=size[0], height=size[1],
+                             strength=float(inner.strength))
+        result.params.setdefault("notes", []).append(f"The new area was {how}.")
+        return result
+
+    def blend(self, request: GenerationRequest, progress: ProgressCallback) -> GenerationResult:
+        """The images, each resized to width x height and encoded by the model's VAE, mixed
+        by a normalised mean of their latents (the mean, rescaled a channel at a time to the
+        inputs' average spread, so the blend keeps their contrast), decoded, and refined by
+        image to image at the job's strength with its prompt: one image a seed."""
+        # 1. Check inputs: a model that varies images; the size a multiple of its latents'.
+        pipe = self._image_to_image("blend images")
+        target = (request.width, request.height)
+        work = self._rounded(*target)
+        # 2. Encode, mix, decode.
+        with torch.inference_mode(), self._tiled_vae(pipe, request), _vae_in_float32(pipe.vae):
+            latents = [self._encode(pipe, image, work) for image in request.images]
+            mixed = normalised_mean(torch.cat(latents))
+            blended = self._decode(pipe, mixed)
+        # 3. Refine.
+        inner = dataclasses.replace(request, task=Task.VARY, init_image=blended,
+                                    width=work[0], height=work[1])
+        result = self._run(pipe, [inner], progress)[0]
+        if work != target:
+            result.images = [im.resize(target, Image.LANCZOS) for im in result.images]
+        result.params.update(strength=float(request.strength), blended=len(request.images))
+        result.params.setdefault("notes", []).append(
+            f"{len(request.images)} images blended in the model's latent space, refined by "
+            f"image to image at strength {float(request.strength):.2f}.")
+        return result
+
+    @staticmethod
+    def _encode(pipe, image: Image.Image, size: tuple[int, int]) -> torch.Tensor:
+        """An image, resized to `size`, as its VAE latent's mean: (1, C, h, w)."""
+        vae = pipe.vae
+        image = image.convert("RGB").resize(size, Image.LANCZOS)
+        x = pipe.image_processor.preprocess(image, height=size[1], width=size[0])
+        encoded = vae.encode(x.to(vae.device, vae.dtype))
+        dist = getattr(encoded, "latent_dist", None)
+        return (dist.mean if dist is not None else encoded.latents).float()
+
+    @staticmethod
+    def _decode(pipe, latents: torch.Tensor) -> Image.Image:
+        vae = pipe.vae
+        x = vae.decode(latents.to(vae.device, vae.dtype)).sample
+        return pipe.image_processor.postprocess(x.float(), output_type="pil")[0]
 
     def generate_many(self, requests: list[GenerationRequest],
                       progress: ProgressCallback = no_progress) -> list[GenerationResult]:
@@ -188,7 +348,7 @@ class DiffusionGenerator(Generator):
         for request in requests:
             check_request(request)
         task = requests[0].task
-        if task is Task.STYLIZE or len(requests) == 1:
+        if task not in (Task.DRAW, Task.VARY) or len(requests) == 1 or self._inpainting_model():
             return super().generate_many(requests, progress)
         pipe = self.pipe if task is Task.DRAW else self.img2img_pipeline()
         return self._run(pipe, requests, progress)
@@ -198,11 +358,13 @@ class DiffusionGenerator(Generator):
         """The call's task arguments for one request's images. SD and SDXL take the size
         from an input image; SD3 and Flux draw at their own default size unless told."""
         task: dict = {"width": request.width, "height": request.height}
-        if request.task is Task.VARY:
+        if request.task in (Task.VARY, Task.OUTPAINT):
             init = request.init_image.convert("RGB")
             if init.size != (request.width, request.height):
                 init = init.resize((request.width, request.height), Image.LANCZOS)
             task.update(image=[init] * request.count, strength=request.strength)
+        if request.task is Task.OUTPAINT:  # the inpainting pipeline's (DiffusionGenerator.outpaint)
+            task["mask_image"] = [request.options["mask"]] * request.count
         return task
 
     def _run(self, pipe, requests: list[GenerationRequest], progress: ProgressCallback,
@@ -327,6 +489,31 @@ class DiffusionGenerator(Generator):
                 notes.append(f"The prompt is {used} tokens long; this model reads the first "
                              f"{limit}.")
         return kwargs
+
+
+def normalised_mean(latents: torch.Tensor) -> torch.Tensor:
+    """(N, C, h, w) -> (1, C, h, w): the mean of N latents, each channel shifted and scaled
+    to the inputs' average mean and spread (a plain mean of unlike images is flatter, and
+    decodes grey and soft)."""
+    mean = latents.mean(dim=0, keepdim=True)
+    spread = latents.std(dim=(2, 3), keepdim=True).mean(dim=0, keepdim=True)  # (1, C, 1, 1)
+    centre = latents.mean(dim=(2, 3), keepdim=True).mean(dim=0, keepdim=True)
+    own = mean.std(dim=(2, 3), keepdim=True).clamp_min(1e-6)
+    return (mean - mean.mean(dim=(2, 3), keepdim=True)) / own * spread + centre
+
+
+@contextlib.contextmanager
+def _vae_in_float32(vae):
+    """A VAE that overflows in half precision (SDXL's: `force_upcast`) in float32 for the block."""
+    dtype = getattr(vae, "dtype", torch.float32)
+    if dtype != torch.float16 or not getattr(vae.config, "force_upcast", False):
+        yield
+        return
+    vae.to(torch.float32)
+    try:
+        yield
+    finally:
+        vae.to(dtype)
 
 
 def _call_parameters(pipe) -> set[str]:

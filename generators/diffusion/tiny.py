@@ -13,6 +13,8 @@ no height or width is given (its native size):
                    (`with_t5=False` saves it without text_encoder_3/tokenizer_3)
     flux           Flux: transformer, CLIP-L + T5, flow match               128 px
     pixart-sigma   PixArt-Σ: DiT transformer, T5, DPM-Solver++              128 px
+    sd-inpaint     SD 1.x inpainting: the sd1 shape, a UNet of 9 input        64 px
+                   channels (latents, mask, masked image); it zooms out and pans only
 
     python -m generators.diffusion.tiny PATH [ARCH]   # writes a pipeline folder to PATH
 
@@ -31,6 +33,8 @@ from pathlib import Path
 import torch
 
 ARCHITECTURES = ("sd1", "sd2-v", "sdxl", "sd3", "flux", "pixart-sigma")
+# Not text-to-image models, so not among the ARCHITECTURES that draw.
+INPAINT_ARCHITECTURES = ("sd-inpaint",)
 
 
 def _byte_symbols() -> list[str]:
@@ -205,7 +209,7 @@ def _sd_unet(**shape):
     """The UNet of the tiny SD 1.x and 2.x: two blocks, cross-attention in the second."""
     from diffusers import UNet2DConditionModel
 
-    return UNet2DConditionModel(
+    fields = dict(
         block_out_channels=(32, 64),
         layers_per_block=2,
         in_channels=4,
@@ -213,8 +217,9 @@ def _sd_unet(**shape):
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         norm_num_groups=32,
-        **shape,
     )
+    fields.update(shape)
+    return UNet2DConditionModel(**fields)
 
 
 def _sd_pipeline(path: Path, unet, vae, scheduler, **text_shape):
@@ -240,6 +245,17 @@ def _build_sd1(path: Path):
     unet = _sd_unet(sample_size=32, cross_attention_dim=32)  # 64 px with the VAE's factor 2
     vae = _vae((32, 64), norm_num_groups=32, sample_size=64)
     return _sd_pipeline(path, unet, vae, _sd_scheduler())
+
+
+def _build_sd_inpaint(path: Path):
+    """SD 1.x inpainting: the sd1 shapes, the UNet taking the mask and the masked image's
+    latents beside its own (4 + 1 + 4 channels), in a StableDiffusionInpaintPipeline."""
+    from diffusers import StableDiffusionInpaintPipeline
+
+    sd = _build_sd1(path)
+    unet = _sd_unet(sample_size=32, cross_attention_dim=32, in_channels=9)
+    return StableDiffusionInpaintPipeline(**{**sd.components, "unet": unet},
+                                          requires_safety_checker=False)
 
 
 def _build_sd2_v(path: Path):
@@ -434,14 +450,17 @@ def build_tiny_pipeline(path: str | Path, seed: int = 0, arch: str = "sd1", *, w
     `with_t5=False` (sd3 only) saves the folder without text_encoder_3 and
     tokenizer_3, as operators often download SD3.
     """
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+    if arch not in ARCHITECTURES + INPAINT_ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; choose one of "
+                         f"{', '.join(ARCHITECTURES + INPAINT_ARCHITECTURES)}")
     if not with_t5 and arch != "sd3":
         raise ValueError(f"with_t5=False is for sd3 only; {arch} cannot run without its T5 encoder")
     path = Path(path)
     torch.manual_seed(seed)
     if arch == "sd1":
         pipe = _build_sd1(path)
+    elif arch == "sd-inpaint":
+        pipe = _build_sd_inpaint(path)
     elif arch == "sd2-v":
         pipe = _build_sd2_v(path)
     elif arch == "sdxl":
@@ -457,6 +476,7 @@ def build_tiny_pipeline(path: str | Path, seed: int = 0, arch: str = "sd1", *, w
 
 
 if __name__ == "__main__":
-    if len(sys.argv) not in (2, 3) or (len(sys.argv) == 3 and sys.argv[2] not in ARCHITECTURES):
-        sys.exit(f"usage: python -m generators.diffusion.tiny PATH [{'|'.join(ARCHITECTURES)}]")
+    known = ARCHITECTURES + INPAINT_ARCHITECTURES
+    if len(sys.argv) not in (2, 3) or (len(sys.argv) == 3 and sys.argv[2] not in known):
+        sys.exit(f"usage: python -m generators.diffusion.tiny PATH [{'|'.join(known)}]")
     print(build_tiny_pipeline(sys.argv[1], arch=sys.argv[2] if len(sys.argv) == 3 else "sd1"))

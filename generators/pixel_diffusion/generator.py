@@ -44,6 +44,7 @@ through the model as one batch (twice as many rows with guidance).
 
 from __future__ import annotations
 
+import dataclasses
 from contextlib import contextmanager
 
 import torch
@@ -277,6 +278,17 @@ class PixelDiffusionGenerator(Generator):
                                         steps=len(timesteps), guidance=guidance))
             at += request.count
         return results
+
+    @torch.inference_mode()
+    def blend(self, request: GenerationRequest, progress: ProgressCallback) -> GenerationResult:
+        """The pixel mean of the images (each the middle square at the model's size, as vary
+        sees it), then varied at the request's strength with its prompt (SDEdit)."""
+        mean = torch.stack([to_tensor(square_crop(image), self.image_size)
+                            for image in request.images]).mean(dim=0)  # (3, S, S)
+        inner = dataclasses.replace(request, task=Task.VARY, init_image=to_image(mean))
+        result = self.vary(inner, progress)
+        result.params["blended"] = len(request.images)
+        return result
 
     @torch.inference_mode()
     def vary(self, request: GenerationRequest, progress: ProgressCallback) -> GenerationResult:
