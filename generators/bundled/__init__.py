@@ -28,8 +28,20 @@ def available() -> list[str]:
     return [name for name in BUNDLED_NAMES if bundled_path(name) is not None]
 
 
+# The emoji classifier /describe uses offline (family "describe"): bundled too, but not
+# one of BUNDLED_NAMES, which are the models members draw with.
+CLASSIFIER_NAME = "emoji-classifier"
+
+
+def classifier_path() -> Path | None:
+    """The bundled emoji classifier's folder, if it is installed."""
+    folder = HERE / CLASSIFIER_NAME
+    return folder if (folder / "config.json").is_file() else None
+
+
 def _config(model: str) -> dict | None:
-    path = bundled_path(model) or Path(model).expanduser()
+    path = (bundled_path(model) or (classifier_path() if model == CLASSIFIER_NAME else None)
+            or Path(model).expanduser())
     config = path / "config.json"
     if path.is_dir() and config.is_file() and not (path / "model_index.json").exists():
         try:
