@@ -17,11 +17,18 @@ workers) can share one database safely:
 Fairness: each user has a `last_served` turn number. `claim` takes the oldest
 queued job of the user who was served least recently, so a user with fifty
 queued jobs delays a newcomer by at most the one job already running.
+
+Fast and relax time: a job is queued in relax time (`relax` 1) when its member
+was past their daily fast images (`worker.gate`). `claim` takes fast jobs first,
+in the fair order above, and a relax job only when no fast job it could run is
+queued; among relax jobs the same fair order holds. A batch is all fast or all
+relax.
 """
 
 from __future__ import annotations
 
 import enum
+import heapq
 import json
 import os
 import socket
@@ -94,6 +101,7 @@ class Job:
     interaction_at: float | None = None
     delivered_at: float | None = None
     locale: str | None = None
+    relax: bool = False  # queued in relax time: runs only when no fast job waits
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> "Job":
@@ -103,6 +111,7 @@ class Job:
         row["seeds"] = json.loads(row["seeds"])
         row["status"] = JobStatus(row["status"])
         row["cancel_requested"] = bool(row["cancel_requested"])
+        row["relax"] = bool(row.get("relax", 0))
         return cls(**row)
 
 
@@ -167,9 +176,15 @@ class JobStore:
         interaction_token: str | None = None,
         interaction_at: float | None = None,
         locale: str | None = None,
+        relax: bool = False,
         admit: Callable[[sqlite_utils.Database], dict[str, Any] | None] | None = None,
     ) -> Job:
         """Queue a job. Raises QueueFull if the user has `max_queued` unfinished jobs.
+
+        `relax` queues it in relax time (it runs only when no fast job waits); so
+        does `admit` returning `{"relax": True}`. A relax job's params say so
+        (`params["relax"]` is True), so that its result can tell; a fast job's
+        params never carry the key.
 
         `admit(db)`, if given, runs inside the same transaction just before
         the job is inserted: it checks the server's rules against what is in the
@@ -185,16 +200,22 @@ class JobStore:
             extra = admit(self.db) if admit is not None else None
             if max_queued is not None:
                 Usage(self.db).check_pending(user_id, max_queued)
-            job_params = {**params, **extra} if extra else params
+            job_params = {**params, **extra} if extra else dict(params)
+            # Only the caller or the gate decides: a "relax" copied in params counts for nothing.
+            in_relax = relax or bool(extra and extra.get("relax"))
+            job_params.pop("relax", None)
+            if in_relax:
+                job_params["relax"] = True
             cur = self.conn.execute(
                 """INSERT INTO jobs (user_id, server_id, channel_id, source, kind, generator,
                        model, params, seeds, batch_key, status, created_at, parent_id,
-                       interaction_token, interaction_at, locale)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)""",
+                       interaction_token, interaction_at, locale, relax)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)""",
                 (
                     user_id, server_id, channel_id, source, kind, family, model,
                     json.dumps(job_params, sort_keys=True), json.dumps(seeds), batch_key,
                     time.time(), parent_id, interaction_token, interaction_at, locale,
+                    int(in_relax),
                 ),
             )
             return cur.lastrowid
@@ -220,6 +241,10 @@ class JobStore:
         fair order's longest run of compatible jobs, so batching never lets a user
         ahead of someone the order would serve first. Returns [] when nothing is queued.
 
+        Fast jobs come first: a relax job is taken only when no fast job (of those
+        this claimant can run) is queued, and the relax jobs follow the same fair
+        order among themselves. A batch is all fast or all relax.
+
         `families` and `models` (model references) limit the jobs to those a worker
         can run: a remote worker that lacks a model is never handed its jobs, and the
         fair order among the jobs it can run still holds.
@@ -237,24 +262,28 @@ class JobStore:
 
         def txn() -> list[int]:
             claimed: list[int] = []
-            batch_key = None
+            batch_key = batch_relax = None
             images = 0
             while len(claimed) < max_jobs:
+                # Each user's oldest queued job in each time; fast (relax 0) before relax,
+                # then the least recently served user.
                 row = self.conn.execute(
-                    f"""SELECT j.id, j.user_id, j.batch_key, json_array_length(j.seeds) FROM jobs j
-                        JOIN (SELECT user_id, MIN(id) AS head FROM jobs
-                              WHERE status = 'queued'{gen_filter} GROUP BY user_id) h ON j.id = h.head
+                    f"""SELECT j.id, j.user_id, j.batch_key, json_array_length(j.seeds), j.relax
+                        FROM jobs j
+                        JOIN (SELECT relax, user_id, MIN(id) AS head FROM jobs
+                              WHERE status = 'queued'{gen_filter} GROUP BY relax, user_id) h
+                          ON j.id = h.head
                         JOIN users u ON u.id = j.user_id
-                        ORDER BY u.last_served, j.id LIMIT 1""",
+                        ORDER BY h.relax, u.last_served, j.id LIMIT 1""",
                     gen_params,
                 ).fetchone()
                 if row is None:
                     break
-                job_id, user_id, key, count = row
-                if claimed and (key != batch_key or
+                job_id, user_id, key, count, relax = row
+                if claimed and (key != batch_key or relax != batch_relax or
                                 (max_images is not None and images + count > max_images)):
                     break
-                batch_key = key
+                batch_key, batch_relax = key, relax
                 images += count
                 now = time.time()
                 self.conn.execute(
@@ -471,28 +500,38 @@ class JobStore:
         ]
 
     def positions(self) -> dict[int, int]:
-        """Queue position (1 = next) of every queued job, in the order `claim` will take them."""
+        """Queue position (1 = next) of every queued job, in the order `claim` will take
+        them one at a time: every fast job, in the fair order, then every relax job.
+
+        (Jobs queued later can still come before a job: a newcomer's, and for a relax
+        job any fast job.)"""
         rows = self.conn.execute(
-            """SELECT j.id, j.user_id, u.last_served FROM jobs j JOIN users u ON u.id = j.user_id
+            """SELECT j.id, j.user_id, j.relax, u.last_served FROM jobs j
+               JOIN users u ON u.id = j.user_id
                WHERE j.status = 'queued' ORDER BY j.id"""
         ).fetchall()
-        per_user: dict[str, list[int]] = {}
         served: dict[str, int] = {}
-        for job_id, user_id, last_served in rows:
-            per_user.setdefault(user_id, []).append(job_id)
+        tiers: dict[int, dict[str, list[int]]] = {}
+        for job_id, user_id, relax, last_served in rows:
+            tiers.setdefault(relax, {}).setdefault(user_id, []).append(job_id)
             served[user_id] = last_served
-        # Users take turns in order of when they were last served (ties: oldest head first).
-        order = sorted(per_user, key=lambda u: (served[u], per_user[u][0]))
         positions: dict[int, int] = {}
-        n = 0
-        depth = 0
-        while len(positions) < len(rows):
-            for user in order:
-                jobs = per_user[user]
-                if depth < len(jobs):
-                    n += 1
-                    positions[jobs[depth]] = n
-            depth += 1
+        turn = max(served.values(), default=0)
+        for relax in sorted(tiers):
+            per_user = tiers[relax]
+            # The least recently served user's oldest job next (ties: the oldest job), as
+            # `claim` does; serving a user makes them the most recently served.
+            heads = [(served[user], jobs[0], user) for user, jobs in per_user.items()]
+            heapq.heapify(heads)
+            nxt = {user: 0 for user in per_user}
+            while heads:
+                _, job_id, user = heapq.heappop(heads)
+                positions[job_id] = len(positions) + 1
+                turn += 1
+                served[user] = turn
+                nxt[user] += 1
+                if nxt[user] < len(per_user[user]):
+                    heapq.heappush(heads, (turn, per_user[user][nxt[user]], user))
         return positions
 
     def list_jobs(

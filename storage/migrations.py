@@ -233,6 +233,20 @@ def _worker_info(db: sqlite_utils.Database) -> None:
     )
 
 
+@migration(8, "jobs.relax: fast and relax time")
+def _relax(db: sqlite_utils.Database) -> None:
+    _run_script(
+        db,
+        """
+        -- 1: queued in relax time (the member was past their daily fast images); such a
+        -- job runs only when no fast job (0) that the worker can run waits. Old jobs: fast.
+        ALTER TABLE jobs ADD COLUMN relax INTEGER NOT NULL DEFAULT 0;
+        -- claim: each user's oldest queued job per time, fast ones first.
+        CREATE INDEX jobs_queue_relax ON jobs(status, relax, user_id, id);
+        """,
+    )
+
+
 def migrate(db: sqlite_utils.Database) -> list[int]:
     """Apply every migration not yet recorded; return the numbers applied."""
     conn = db.conn

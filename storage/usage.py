@@ -35,8 +35,10 @@ class Usage:
         if pending >= max_queued:
             raise QueueFull(pending, max_queued)
 
-    def images_since(self, server_id: str | None, user_id: str, since: float) -> int:
-        """Images the user's jobs in this server asked for since `since`.
+    def images_since(self, server_id: str | None, user_id: str, since: float, *,
+                     relax: bool = False) -> int:
+        """Images the user's fast jobs (with `relax`: relax jobs) in this server asked
+        for since `since`.
 
         Queued, running and succeeded jobs count; failed and canceled ones do
         not, which is how a job that fails or is canceled gives its images back
@@ -45,8 +47,8 @@ class Usage:
         (n,) = self.conn.execute(
             "SELECT COALESCE(SUM(json_array_length(seeds)), 0) FROM jobs "
             "WHERE server_id IS ? AND user_id = ? AND created_at >= ? "
-            "AND status IN ('queued', 'running', 'succeeded')",
-            (server_id, user_id, since),
+            "AND status IN ('queued', 'running', 'succeeded') AND relax = ?",
+            (server_id, user_id, since, int(relax)),
         ).fetchone()
         return int(n)
 

@@ -8,9 +8,15 @@ user's queued jobs, the cooldown and the daily image quota. Every front door
 round it exists, and fifty simultaneous requests cannot overspend a quota.
 
 Quota is counted from the jobs table itself (`storage.usage`): the images of a
-user's queued, running and succeeded jobs in the server since midnight UTC. A
-job that fails or is canceled stops counting, which is the refund; a restart
-loses nothing.
+user's queued, running and succeeded fast jobs in the server since midnight
+UTC. A job that fails or is canceled stops counting, which is the refund; a
+restart loses nothing.
+
+Fast and relax time (as Midjourney has them): the daily quota (or the member's
+role tier) is their amount of fast images. Past it, where the server's `relax`
+setting is on (the default), a job is still admitted, into the relax queue: it
+runs only when no fast job waits (`storage.jobs.JobStore.claim`). Relax images
+use no fast time; with `relax` off, a member past their quota is refused.
 """
 
 from __future__ import annotations
@@ -40,13 +46,25 @@ def admit(db: sqlite_utils.Database, spec: JobSpec, requester: Requester, settin
 
     `db` is the connection of that transaction. Raises a UserError (a Refusal,
     or QueueFull) to refuse; returns parameters to add to the job (spoiler,
-    safety checker).
+    safety checker, and `relax: True` for a job queued in relax time, which
+    `JobStore.submit` also stores in the job's `relax` column).
+
+    A job runs in fast time only if all of its images fit in the fast images the
+    member has left today; a job never runs partly fast and partly relax. So with
+    2 fast images left, a request for 4 runs wholly in relax time, and the 2 stay
+    for a later, smaller request; a request for 2 uses them. This is Midjourney's
+    rule (once a job does not fit in the fast time left, it goes to relax) and what
+    a member asking for a grid expects: their job runs, only later, rather than
+    being refused or cut down. With the server's `relax` off, the same request is
+    refused and says how many fast images are left (`quota_partial`), or that
+    they are all used (`quota`).
     """
     policy = Policy.load(SettingsStore(db), settings, requester.server_id, requester.channel_id)
     policy.check(spec, requester, settings)
     usage = Usage(db)
     usage.check_pending(requester.user_id, policy["max_queued"])
     server = requester.server_id
+    relax = False
     if server is not None:
         cooldown = policy["cooldown"]
         last = usage.last_job_at(server, requester.user_id)
@@ -57,7 +75,9 @@ def admit(db: sqlite_utils.Database, spec: JobSpec, requester: Requester, settin
         if quota is not None:
             used = usage.images_since(server, requester.user_id, day_start(now))
             asked = len(spec.seeds)
-            if used + asked > quota:
+            if used + asked > quota and policy["relax"]:
+                relax = True
+            elif used + asked > quota:
                 left = max(0, quota - used)
                 if left:
                     raise Refusal(
@@ -68,6 +88,8 @@ def admit(db: sqlite_utils.Database, spec: JobSpec, requester: Requester, settin
                               "the quota resets {when}.", retry_at=day_start(now) + DAY,
                               quota=quota, images=images(quota))
     extra: dict[str, Any] = {}
+    if relax:
+        extra["relax"] = True
     if policy["spoiler"]:
         extra["spoiler"] = True
     if family_group(spec.family) == "diffusion" and policy.unfiltered(requester.channel_nsfw):
@@ -87,16 +109,28 @@ def gate(spec: JobSpec, requester: Requester, settings: Settings,
 
 @dataclass
 class QuotaStatus:
-    quota: int | None  # None: unlimited
-    used: int
+    quota: int | None  # fast images a day; None: unlimited
+    used: int  # fast images today
     resets_at: float
     cooldown_until: float | None  # set while the member must wait
     pending: int
     max_queued: int
+    relax_enabled: bool = True  # the server's `relax`: past the quota, jobs go to relax
+    relax_used: int = 0  # images today in relax time
 
     @property
     def left(self) -> int | None:
+        """Fast images left today; None: unlimited."""
         return None if self.quota is None else max(0, self.quota - self.used)
+
+    @property
+    def mode(self) -> str | None:
+        """Which time the member is on now: "fast" while fast images are left (or
+        there is no limit), else "relax" where the server has it, else None (new jobs
+        are refused until the quota resets)."""
+        if self.left is None or self.left > 0:
+            return "fast"
+        return "relax" if self.relax_enabled else None
 
 
 def quota_status(db: sqlite_utils.Database, settings: Settings, requester: Requester,
@@ -113,4 +147,7 @@ def quota_status(db: sqlite_utils.Database, settings: Settings, requester: Reque
         cooldown_until=cooldown_until if cooldown_until and cooldown_until > now else None,
         pending=usage.pending_count(requester.user_id),
         max_queued=policy["max_queued"],
+        relax_enabled=bool(policy["relax"]),
+        relax_used=usage.images_since(requester.server_id, requester.user_id, day_start(now),
+                                      relax=True),
     )

@@ -255,7 +255,8 @@ class JobQueue(WorkerQueue):
 
     @abc.abstractmethod
     async def positions(self) -> dict[int, int]:
-        """Queue position (1 = next) of every queued job."""
+        """Queue position (1 = next) of every queued job: the fast jobs in fair order,
+        then the relax jobs (`storage.jobs.JobStore.positions`)."""
 
     @abc.abstractmethod
     async def list_jobs(self, *, statuses: Iterable[JobStatus] | None = None,

@@ -47,10 +47,14 @@ KEYS: dict[str, Key] = {k.name: k for k in [
     Key("max_steps", "most denoising steps per image", True),
     Key("max_size", "largest width or height in pixels", True),
     Key("max_count", "most images per request", True),
-    Key("daily_quota", "images per member per day (UTC), or unlimited", False, "quota"),
+    Key("daily_quota", "fast images per member per day (UTC), or unlimited; past it, "
+        "relax time (see relax)", False, "quota"),
     Key("max_queued", "most jobs a member may have waiting or running"),
     Key("cooldown", "wait between a member's requests, e.g. 30s or 2m", False, "seconds"),
-    Key("role_quotas", "roles with their own daily quota: ROLE=N or ROLE=unlimited", False, "tiers"),
+    Key("role_quotas", "roles with their own daily quota of fast images: ROLE=N or "
+        "ROLE=unlimited", False, "tiers"),
+    Key("relax", "past their daily quota (fast images), members' jobs wait in the relax queue, "
+        "which runs when no fast job waits (on); off: they are refused", False, "bool"),
     Key("channels", "channels where the bot draws (empty: everywhere)", False, "channels"),
     Key("blocklist", "blocked prompt words, word* stems and /regular expressions/", False,
         "blocklist"),
@@ -70,7 +74,7 @@ def defaults(settings: Settings) -> dict[str, Any]:
         "max_count": settings.max_count, "daily_quota": "unlimited",
         "max_queued": settings.max_queued_per_user, "cooldown": 0, "role_quotas": {},
         "channels": [], "blocklist": [], "spoiler": False, "safety_checker": True,
-        "delete_by": "owner_or_mods",
+        "delete_by": "owner_or_mods", "relax": True,
     }
 
 

@@ -25,7 +25,7 @@ def submit(store: JobStore, user: str, prompt: str = "x", max_queued: int = 1000
         user_id=user,
         kind="draw",
         family="diffusion",
-        model="m",
+        model=kw.pop("model", "m"),
         params={"prompt": prompt},
         seeds=kw.pop("seeds", [1]),
         batch_key=kw.pop("batch_key", "k"),
@@ -187,3 +187,69 @@ def test_cancel_queued_and_running(job_store):
     assert ours and cancel
     assert job_store.get(running.id).progress_step == 3
     assert job_store.cancel(12345, error=CANCELED) is None
+
+
+# -- fast and relax time ---------------------------------------------------------------------
+
+
+def test_a_relax_job_queued_before_fast_jobs_runs_after_all_of_them(job_store):
+    relax = submit(job_store, "r", "relax", relax=True)
+    assert relax.relax and relax.params["relax"] is True
+    fast = [submit(job_store, u, f"{u}{i}") for u in ("a", "b") for i in range(2)]
+    assert not any(j.relax or "relax" in j.params for j in fast)
+    positions = job_store.positions()
+    assert positions[relax.id] == 5 and sorted(positions[j.id] for j in fast) == [1, 2, 3, 4]
+    order = []
+    while jobs := job_store.claim("w", lease_s=60):
+        order.append(jobs[0].params["prompt"])
+        if order == ["a0"]:  # a fast job queued while the relax one waits still goes first
+            submit(job_store, "c", "c0")
+    assert order == ["a0", "b0", "c0", "a1", "b1", "relax"]
+
+
+def test_relax_users_take_turns_least_recently_served_first(job_store):
+    # z, never served, leads the relax users; then x, served (in fast time) before y.
+    for user in ("x", "y"):
+        submit(job_store, user, f"{user}-fast")
+    for user in ("x", "y", "z"):
+        for i in range(2):
+            submit(job_store, user, f"{user}{i}", relax=True)
+    positions = job_store.positions()
+    predicted = [job_store.get(i).params["prompt"] for i in sorted(positions, key=positions.get)]
+    order = []
+    while jobs := job_store.claim("w", lease_s=60):
+        order.append(jobs[0].params["prompt"])
+    assert order == ["x-fast", "y-fast", "z0", "x0", "y0", "z1", "x1", "y1"]
+    assert predicted == order
+
+
+def test_relax_jobs_wait_only_for_fast_jobs_the_worker_can_run(job_store):
+    submit(job_store, "a", "other model", model="m2")
+    submit(job_store, "b", "relax", relax=True)
+    (job,) = job_store.claim("w", lease_s=60, models=["m"])
+    assert job.params["prompt"] == "relax"  # the only fast job waits for another worker
+    (job,) = job_store.claim("w", lease_s=60)
+    assert job.params["prompt"] == "other model"
+
+
+def test_a_batch_never_mixes_fast_and_relax_jobs(job_store):
+    submit(job_store, "a", "a-relax", relax=True)
+    submit(job_store, "b", "b-fast")
+    submit(job_store, "c", "c-fast")
+    submit(job_store, "d", "d-relax", relax=True)
+    batches = []
+    while jobs := job_store.claim("w", lease_s=60, max_jobs=8):
+        batches.append([j.params["prompt"] for j in jobs])
+        assert len({j.relax for j in jobs}) == 1
+    assert batches == [["b-fast", "c-fast"], ["a-relax", "d-relax"]]
+
+
+def test_relax_in_params_alone_does_not_make_a_relax_job(job_store):
+    job = job_store.submit(user_id="u", kind="draw", family="diffusion", model="m",
+                           params={"prompt": "copied", "relax": True}, seeds=[1],
+                           batch_key="k", source="cli")
+    assert not job.relax and "relax" not in job.params
+    gated = job_store.submit(user_id="u", kind="draw", family="diffusion", model="m",
+                             params={"prompt": "p"}, seeds=[1], batch_key="k", source="cli",
+                             admit=lambda db: {"relax": True})
+    assert gated.relax and gated.params["relax"] is True

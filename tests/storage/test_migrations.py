@@ -40,3 +40,35 @@ def test_failed_migration_leaves_no_trace(tmp_path, monkeypatch):
     assert "half_done" not in tables
     assert 999 not in [r[0] for r in conn.execute("SELECT id FROM _migrations")]
     assert "jobs" in tables  # migration 1 went through on its own
+
+
+def test_migration_8_keeps_the_jobs_of_version_7_as_fast_jobs(tmp_path, monkeypatch):
+    import storage.migrations as m
+    from storage.jobs import JobStore
+
+    path = tmp_path / "v7.db"
+    with monkeypatch.context() as patch:
+        patch.setattr(m, "MIGRATIONS", [x for x in m.MIGRATIONS if x[0] <= 7])
+        old = open_db(path)
+        assert applied(old) == [1, 2, 3, 4, 5, 6, 7]
+        old.conn.execute("INSERT INTO users (id, created_at) VALUES ('u', 1)")
+        for status in ("queued", "succeeded"):
+            old.conn.execute(
+                "INSERT INTO jobs (user_id, source, kind, generator, model, params, seeds, "
+                "batch_key, status, created_at) VALUES ('u', 'cli', 'draw', 'diffusion', 'm', "
+                "'{\"prompt\": \"old\"}', '[1]', 'k', ?, 1)", (status,))
+        old.conn.close()
+    store = JobStore(open_db(path))  # version 8 now
+    assert 8 in applied(store.db)
+    jobs = store.list_jobs(limit=5)
+    assert len(jobs) == 2 and not any(j.relax for j in jobs)
+    relax = store.submit(user_id="v", kind="draw", family="diffusion", model="m",
+                         params={"prompt": "new"}, seeds=[1], batch_key="k", source="cli",
+                         relax=True)
+    assert [j.id for j in store.claim("w", lease_s=60, max_jobs=4)] == [jobs[-1].id]  # the old one
+    assert [j.id for j in store.claim("w", lease_s=60, max_jobs=4)] == [relax.id]
+    # The claim query finds each user's oldest job per time through the new index.
+    plan = " ".join(str(row) for row in store.conn.execute(
+        "EXPLAIN QUERY PLAN SELECT relax, user_id, MIN(id) FROM jobs WHERE status = 'queued' "
+        "GROUP BY relax, user_id"))
+    assert "jobs_queue_relax" in plan

@@ -136,9 +136,12 @@ def test_every_change_is_audited_with_who_what_when_old_and_new(store, settings)
 # -- quota ----------------------------------------------------------------------------------
 
 
-def test_fifty_concurrent_requests_with_three_images_left_accept_exactly_three(settings):
+@pytest.mark.parametrize("relax", ["off", "on"])
+def test_fifty_concurrent_requests_with_three_images_left_accept_exactly_three(settings, relax):
+    """Exactly three fast jobs; the other 47 are refused, or (relax on) queued in relax time."""
     setup = JobStore(open_db(settings.db_path))
     set_(setup, settings, "daily_quota", "5")
+    set_(setup, settings, "relax", relax)
     for _ in range(2):
         submit(setup, settings, alice())  # 2 of 5 used: 3 left
     accepted, refused, errors = [], [], []
@@ -162,12 +165,18 @@ def test_fifty_concurrent_requests_with_three_images_left_accept_exactly_three(s
     for t in threads:
         t.join()
     assert not errors
-    assert len(accepted) == 3 and refused == ["quota"] * 47
-    assert len(setup.list_jobs(user_id=alice().user_id, limit=100)) == 5
+    jobs = setup.list_jobs(user_id=alice().user_id, limit=100)
+    if relax == "off":
+        assert len(accepted) == 3 and refused == ["quota"] * 47
+        assert len(jobs) == 5
+    else:
+        assert len(accepted) == 50 and not refused
+        assert len(jobs) == 52 and sum(not j.relax for j in jobs) == 5
 
 
 def test_a_refusal_says_when_the_quota_resets_and_records_nothing(store, settings):
     set_(store, settings, "daily_quota", "2")
+    set_(store, settings, "relax", "off")
     now = day_start(time.time()) + 3600
     submit(store, settings, alice(), now=now)
     with pytest.raises(Refusal) as info:
@@ -185,6 +194,7 @@ def test_a_refusal_says_when_the_quota_resets_and_records_nothing(store, setting
 
 def test_failed_and_canceled_jobs_give_their_images_back(store, settings):
     set_(store, settings, "daily_quota", "2")
+    set_(store, settings, "relax", "off")
     first = submit(store, settings, alice())
     second = submit(store, settings, alice())
     with pytest.raises(Refusal):
@@ -215,6 +225,7 @@ def test_settings_and_used_quota_survive_a_restart(settings):
 
 def test_role_tiers_give_more_or_unlimited(store, settings):
     set_(store, settings, "daily_quota", "1")
+    set_(store, settings, "relax", "off")
     set_(store, settings, "role_quotas", "700000001=3, 700000002=unlimited")
     plain, patron, staff = (alice(user_id=u, role_ids=r) for u, r in
                             [("61", ()), ("62", ("700000001",)), ("63", ("700000001", "700000002"))])
@@ -224,6 +235,63 @@ def test_role_tiers_give_more_or_unlimited(store, settings):
         if requester is not staff:
             with pytest.raises(Refusal):
                 submit(store, settings, requester)
+
+
+# -- fast and relax time -------------------------------------------------------------------
+
+
+def test_past_the_fast_quota_a_member_gets_relax_jobs_that_use_no_fast_time(store, settings):
+    set_(store, settings, "daily_quota", "2")
+    now = day_start(time.time()) + 3600
+    fast = submit(store, settings, alice(), count=2, now=now)
+    assert not fast.relax and "relax" not in fast.params
+    status = quota_status(store.db, settings, alice(), now)
+    assert (status.used, status.left, status.relax_used, status.mode) == (2, 0, 0, "relax")
+    relax = [submit(store, settings, alice(), count=n, now=now) for n in (1, 4)]
+    assert all(j.relax and j.params["relax"] is True for j in relax)
+    status = quota_status(store.db, settings, alice(), now)
+    assert (status.used, status.left, status.relax_used) == (2, 0, 5)
+    # A relax job that fails gives nothing to fast time; a fast one that fails does.
+    (running,) = store.claim("w", lease_s=60)
+    assert running.id == fast.id  # the fast job first
+    store.finish_unsuccessfully(fast.id, running.claim_token, JobStatus.FAILED, "out of memory")
+    again = submit(store, settings, alice(), count=2, now=now)
+    assert not again.relax
+    # The next day the member is on fast time again.
+    assert not submit(store, settings, alice(), now=now + DAY).relax
+
+
+def test_a_request_that_only_partly_fits_runs_wholly_in_relax_time(store, settings):
+    set_(store, settings, "daily_quota", "3")
+    submit(store, settings, alice())
+    grid = submit(store, settings, alice(), count=4)  # 2 fast images left, asks for 4
+    assert grid.relax
+    status = quota_status(store.db, settings, alice(), time.time())
+    assert (status.left, status.relax_used, status.mode) == (2, 4, "fast")  # the 2 are kept
+    assert not submit(store, settings, alice(), count=2).relax
+    set_(store, settings, "relax", "off")
+    with pytest.raises(Refusal) as info:
+        submit(store, settings, alice())
+    assert info.value.key == "quota"
+    assert quota_status(store.db, settings, alice(), time.time()).mode is None
+
+
+def test_role_tiers_set_the_fast_amount(store, settings):
+    set_(store, settings, "daily_quota", "0")  # members without a tier: relax time only
+    set_(store, settings, "role_quotas", "700000001=2, 700000002=unlimited")
+    plain, patron, staff = (alice(user_id=u, role_ids=r) for u, r in
+                            [("61", ()), ("62", ("700000001",)), ("63", ("700000002",))])
+    assert submit(store, settings, plain).relax
+    assert [submit(store, settings, patron).relax for _ in range(3)] == [False, False, True]
+    assert not any(submit(store, settings, staff).relax for _ in range(5))
+    assert quota_status(store.db, settings, patron, time.time()).mode == "relax"
+    assert quota_status(store.db, settings, staff, time.time()).mode == "fast"
+
+
+def test_without_a_server_there_is_no_relax_time(store, settings):
+    set_(store, settings, "daily_quota", "0")
+    operator = Requester(user_id="local:op", source="cli")
+    assert not submit(store, settings, operator).relax
 
 
 def test_cooldown_refuses_until_it_has_passed(store, settings):
@@ -301,6 +369,7 @@ def test_spoilers_and_the_safety_checker(store, settings):
 
 def test_one_servers_rules_and_quota_never_touch_anothers(store, settings):
     set_(store, settings, "daily_quota", "1")
+    set_(store, settings, "relax", "off")
     set_(store, settings, "blocklist", "fox")
     with pytest.raises(Refusal):
         submit(store, settings, alice(), prompt="a fox")
