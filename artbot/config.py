@@ -188,6 +188,15 @@ class Settings:
     adain_decoder: str | None = None
     # Largest side of a style-transfer result, in pixels.
     max_style_size: int = 512
+    # Upscale buttons and `artbot upscale`: a super-resolution network file (ESRGAN,
+    # Real-ESRGAN, SwinIR... any .pth/.safetensors spandrel reads). Without one,
+    # diffusers results are upscaled by a "hires fix" with their own model, and the
+    # results of artbot's own models cannot be upscaled.
+    upscaler: str | None = None
+    # /describe: a transformers image-to-text model (a hub id or a folder), for example
+    # Salesforce/blip-image-captioning-base. Without one, the bundled emoji classifier
+    # describes images by its labels and their colours.
+    captioner: str | None = None
     # Discord connection. The token is a secret: environment only.
     discord_token: str | None = field(default=None, repr=False)
     discord_api_base: str | None = None

@@ -6,6 +6,10 @@
     artbot stylize CONTENT (--style IMAGE | --preset NAME | --prompt TEXT)
                    [--method gatys|adain|diffusion] [--size N] [--steps N] [--strength F]
                    [--seed N] [--out PATH]
+    artbot upscale JOB|IMAGE [--scale 2|4] [--image N]
+    artbot zoom JOB|IMAGE [--by 1.5|2]      artbot pan JOB|IMAGE left|right|up|down
+    artbot blend IMAGE IMAGE [...] [--prompt TEXT] [--model M]
+    artbot describe JOB|IMAGE
     artbot preset add NAME IMAGE | list | remove NAME
     artbot settings show|audit GUILD | set GUILD KEY VALUE | unset GUILD KEY [--channel ID]
     artbot history [--limit N]
@@ -43,7 +47,8 @@ from artbot.errors import UserError
 from cli.fleet import cmd_workers
 from cli.listing import cmd_cancel, cmd_history, cmd_jobs
 from cli.models import cmd_models
-from cli.requests import cmd_draw, cmd_stylize, cmd_vary
+from cli.requests import (cmd_blend, cmd_describe, cmd_draw, cmd_outpaint, cmd_stylize,
+                          cmd_upscale, cmd_vary)
 from cli.rules import cmd_preset, cmd_settings
 from cli.serve import cmd_dispatch, cmd_run, cmd_train, cmd_worker
 from worker.server_settings import KEYS
@@ -92,10 +97,66 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", help="WIDTHxHEIGHT, multiples of 8 (16 for SD3, Flux, "
                    "PixArt) (default: the model's native size, e.g. 1024x1024 for SDXL)")
     p.add_argument("--count", type=_positive_int, default=1, help="how many images (default 1)")
+    p.add_argument("--style", metavar="IMAGE", help="a style reference: the images are restyled "
+                   "like it after drawing")
+    p.add_argument("--style-method", choices=["adain", "gatys"],
+                   help="how --style is applied (default: adain with a configured decoder, else gatys)")
     p.add_argument("--out", help="output PNG path (with --count N: PATH-1.png ... PATH-N.png)")
     p.add_argument("--server", metavar="GUILD",
                    help="act for this Discord server: its rules, quota and history apply")
     p.set_defaults(func=cmd_draw)
+
+    def tool_source(p):
+        p.add_argument("source", help="a job id (its first image, or --image N) or an image file")
+        p.add_argument("--image", type=_positive_int, metavar="N",
+                       help="which image of the job (default 1)")
+        p.add_argument("--model", help="for an image file: the diffusers model that works on it "
+                       "(default: the default model)")
+        p.add_argument("--out", help="output PNG path")
+        p.add_argument("--server", metavar="GUILD",
+                       help="act for this Discord server: its rules, quota and history apply")
+
+    p = sub.add_parser("upscale", help="enlarge an image x2 or x4",
+                       description="Upscale with the configured upscaler network (upscaler in "
+                       "artbot.toml), else by a hires fix with the image's diffusers model.")
+    tool_source(p)
+    p.add_argument("--scale", type=int, choices=[2, 4], default=2, help="2 or 4 (default 2)")
+    p.set_defaults(func=cmd_upscale)
+
+    p = sub.add_parser("zoom", help="zoom out: the image on a larger canvas, its border filled",
+                       description="Zoom out (outpainting) with a diffusers model.")
+    tool_source(p)
+    p.add_argument("--by", type=float, choices=[1.5, 2.0], default=2.0,
+                   help="how far to zoom out (default 2)")
+    p.set_defaults(func=cmd_outpaint)
+
+    p = sub.add_parser("pan", help="extend an image to one side (outpainting)",
+                       description="Pan: extend the image by half its width or height.")
+    tool_source(p)
+    p.add_argument("direction", choices=["left", "right", "up", "down"])
+    p.set_defaults(func=cmd_outpaint)
+
+    p = sub.add_parser("blend", help="blend 2 to 5 images into one",
+                       description="Blend images: a diffusers model in its latent space, "
+                       "emoji-vae in its own, emoji-diffusion from their mean.")
+    p.add_argument("images", nargs="+", help="2 to 5 image files")
+    p.add_argument("--prompt", help="what the blend should show (optional)")
+    p.add_argument("--model", help="model, as for draw")
+    p.add_argument("--size", help="WIDTHxHEIGHT (default: the model's own)")
+    p.add_argument("--seed", type=_positive_int, help="seed")
+    p.add_argument("--out", help="output PNG path")
+    p.add_argument("--server", metavar="GUILD",
+                   help="act for this Discord server: its rules, quota and history apply")
+    p.set_defaults(func=cmd_blend)
+
+    p = sub.add_parser("describe", help="put an image into a few prompts to draw from",
+                       description="Describe an image: the configured captioner (captioner in "
+                       "artbot.toml), else the bundled emoji classifier.")
+    p.add_argument("source", help="a job id or an image file")
+    p.add_argument("--image", type=_positive_int, metavar="N", help="which image of the job")
+    p.add_argument("--server", metavar="GUILD",
+                   help="act for this Discord server: its rules, quota and history apply")
+    p.set_defaults(func=cmd_describe)
 
     p = sub.add_parser("vary", help="make a variation of an image",
                        description="Make a variation of an image (image to image).")

@@ -27,7 +27,9 @@ from storage.jobs import JobStatus
 from worker.loras import parse_lora
 from worker.policy import Requester
 from worker.queue import JobEvent, JobQueue, LocalJobQueue
-from worker.requests import JobSpec, build_draw, build_stylize, build_vary, read_input_image
+from worker.requests import (JobSpec, build_blend, build_describe, build_draw, build_outpaint,
+                             build_stylize, build_upscale, build_vary, file_parent,
+                             read_input_image)
 
 # A worker seen this recently (seconds) serves the data directory: the CLI leaves the job to it.
 SERVED_WITHIN_S = 6.0
@@ -195,6 +197,14 @@ async def save_result(queue: JobQueue, settings: Settings, job_id: int, out: str
     if job.status is not JobStatus.SUCCEEDED:
         print(f"error: job {job.id} {job.status.value}: {job.error}", file=sys.stderr)
         return 1
+    if job.kind == "describe":  # its result is prompts, not images
+        for i, prompt in enumerate(job.params.get("prompts", []), 1):
+            print(f"{i}. {prompt}")
+        for note in job.params.get("notes", []):
+            print(f"note: {note}", file=sys.stderr)
+        print(f"job {job.id} described by {job.params.get('described_by') or job.model}; draw one "
+              f"with: artbot draw \"PROMPT\"", file=sys.stderr)
+        return 0
     images = await queue.images(job.id)
     root = Path(settings.image_dir)
     for record, path in zip(images, output_paths(out, job.id, len(images))):
@@ -255,6 +265,7 @@ def settings_for_server(settings: Settings, server: str | None) -> Settings:
 def cmd_draw(settings: Settings, args) -> int:
     check_out(args.out)
     here = settings_for_server(settings, args.server)
+    style = InputImage(args.style, "Style image") if args.style else None
     spec = build_draw(
         here,
         prompt=args.prompt,
@@ -267,8 +278,11 @@ def cmd_draw(settings: Settings, args) -> int:
         count=args.count,
         sampler=args.sampler,
         loras=[parse_lora(x) for x in args.lora or []],
+        style_sha=style.sha256 if style else None,
+        style_method=args.style_method,
     )
-    return run_request(settings, spec, args.out, server=args.server)
+    return run_request(settings, spec, args.out, server=args.server,
+                       inputs=[style] if style else [])
 
 
 def cmd_vary(settings: Settings, args) -> int:
@@ -316,3 +330,68 @@ def cmd_stylize(settings: Settings, args) -> int:
                          size=args.size, steps=args.steps, strength=args.strength, seed=args.seed,
                          keep_colors=args.keep_colors, model=args.model, preset=args.preset)
     return run_request(settings, spec, args.out, server=args.server, inputs=inputs)
+
+
+# -- image tools: upscale, zoom and pan, blend, describe --------------------------------------
+
+
+def _source_image(settings: Settings, here: Settings, text: str, *, model: str | None,
+                  pick: int | None):
+    """What a tool acts on, from the shell: a job id (the image `pick` of that finished
+    job, its model and prompt), or an image file (with --model, or the default model).
+    Returns (parent job, image sha, image size, image seed, input images to store)."""
+    if text.isdigit() and not Path(text).exists():
+        job_id = int(text)
+        job = run_on_queue(settings, lambda queue: queue.get(job_id))
+        if job is None:
+            raise InvalidRequest(f"There is no job {job_id} (see: artbot history).")
+        images = run_on_queue(settings, lambda queue: queue.images(job_id))
+        if not images:
+            raise InvalidRequest(f"Job {job_id} has no images ({job.status.value}).")
+        index = (pick or 1) - 1
+        if not 0 <= index < len(images):
+            raise InvalidRequest(f"Job {job_id} has {len(images)} image(s); --image takes "
+                                 f"1..{len(images)}.")
+        record = images[index]
+        return job, record.sha256, (record.width, record.height), record.seed, []
+    image = InputImage(text, "Image")
+    return file_parent(here, model), image.sha256, image.size, None, [image]
+
+
+def cmd_upscale(settings: Settings, args) -> int:
+    check_out(args.out)
+    here = settings_for_server(settings, args.server)
+    job, sha, size, seed, inputs = _source_image(settings, here, args.source, model=args.model,
+                                                 pick=args.image)
+    spec = build_upscale(here, job, sha, size, scale=args.scale, image_seed=seed)
+    return run_request(settings, spec, args.out, server=args.server, inputs=inputs)
+
+
+def cmd_outpaint(settings: Settings, args) -> int:
+    check_out(args.out)
+    here = settings_for_server(settings, args.server)
+    job, sha, size, seed, inputs = _source_image(settings, here, args.source, model=args.model,
+                                                 pick=args.image)
+    spec = build_outpaint(here, job, sha, size, zoom=getattr(args, "by", None),
+                          pan=getattr(args, "direction", None), image_seed=seed)
+    return run_request(settings, spec, args.out, server=args.server, inputs=inputs)
+
+
+def cmd_blend(settings: Settings, args) -> int:
+    check_out(args.out)
+    here = settings_for_server(settings, args.server)
+    if not 2 <= len(args.images) <= 5:
+        raise InvalidRequest(f"Blend 2 to 5 images, not {len(args.images)}.")
+    inputs = [InputImage(path, f"Image {i + 1}") for i, path in enumerate(args.images)]
+    spec = build_blend(here, image_shas=[x.sha256 for x in inputs],
+                       sizes=[x.size for x in inputs], prompt=args.prompt or "",
+                       model=args.model, seed=args.seed, size=args.size)
+    return run_request(settings, spec, args.out, server=args.server, inputs=inputs)
+
+
+def cmd_describe(settings: Settings, args) -> int:
+    here = settings_for_server(settings, args.server)
+    job, sha, size, _seed, inputs = _source_image(settings, here, args.source, model=None,
+                                                  pick=args.image)
+    spec = build_describe(here, image_sha=sha, image_size=size, parent_id=job.id)
+    return run_request(settings, spec, None, server=args.server, inputs=inputs)

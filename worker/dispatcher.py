@@ -45,6 +45,7 @@ from artbot.config import Settings, masked_url
 from storage.images import ImageStore, StoredImage
 from storage.jobs import Job, JobStatus
 from worker.queue import JobEvent, JobQueue
+from worker.requests import input_images
 from worker.remote import (BLOCK_MS, CONNECTION_ERRORS, DISPATCH_GROUP, JOBS_MAXLEN, RESULTS,
                            PREFIX, Backoff, connect, ping, shut, control_stream, decode, encode,
                            ensure_group, jobs_stream, worker_key)
@@ -231,8 +232,7 @@ class Dispatcher:
         files: dict[str, bytes] = {}
         specs = []
         for job in jobs:
-            for key in ("init_image", "style_image"):
-                sha = job.params.get(key)
+            for sha in input_images(job.params):
                 if sha and f"in:{sha}" not in files:
                     files[f"in:{sha}"] = await asyncio.to_thread(
                         self.images.by_sha(sha).read_bytes)
@@ -373,7 +373,8 @@ class Dispatcher:
         if job is None or job.status is not JobStatus.RUNNING or job.claim_token != ticket.claim_token:
             return False  # late: don't even write its images
         seeds, shas = list(meta.get("seeds", [])), list(meta.get("shas", []))
-        if len(seeds) != len(job.seeds) or len(shas) != len(seeds):
+        expected = 0 if job.kind == "describe" else len(job.seeds)  # its result is words
+        if len(seeds) != expected or len(shas) != len(seeds):
             error = (f"The worker {worker_id} returned {len(shas)} image(s) for "
                      f"{len(job.seeds)}.")
             return await self.queue.finish_unsuccessfully(ticket, JobStatus.FAILED, error)

@@ -23,7 +23,7 @@ from artbot.errors import InvalidRequest, Refusal
 from generators.bundled import family_of
 from storage.settings import SettingsStore
 from worker.prompts import Blocklist
-from worker.requests import model_choices
+from worker.requests import TOOL_FAMILIES, model_choices
 from worker.server_settings import KEYS, NO_LORAS, defaults, key_of, parse_value
 
 
@@ -103,7 +103,9 @@ class Policy:
             max_queued_per_user=self["max_queued"])
 
     def daily_quota(self, role_ids=()) -> int | None:
-        """Images per day for a member with these roles; None: unlimited."""
+        """Fast images per day for a member with these roles (the best of the server's
+        `daily_quota` and their roles' tiers); None: unlimited. Past it, jobs run in
+        relax time where the server's `relax` is on (`worker.gate.admit`)."""
         quotas = [self["daily_quota"]]
         quotas += [q for r, q in self["role_quotas"].items() if r in {str(x) for x in role_ids}]
         if "unlimited" in quotas:
@@ -131,9 +133,10 @@ class Policy:
             raise Refusal("channel", "I only draw in channels {channels} on this server.",
                           channels=", ".join(channels), channel_ids=tuple(channels))
         family = family_group(spec.family)
-        if not self.allows_family(family):
+        tool = spec.family in TOOL_FAMILIES  # an upscaler or describer acts on a result
+        if not tool and not self.allows_family(family):
             raise Refusal("family", "{family} models are not allowed here.", family=family)
-        if family != "style" and not self.allows_model(spec.model, settings):
+        if family != "style" and not tool and not self.allows_model(spec.model, settings):
             raise Refusal("model", "The model {model} is not allowed here; allowed: {allowed}.",
                                 model=spec.model, allowed=", ".join(self["allowed_models"]) or "-")
         p = spec.params
@@ -145,7 +148,8 @@ class Policy:
         if family != "style" and p.get("steps", 0) > self["max_steps"]:
             raise Refusal("limit", "This server allows at most {limit} {what}.",
                                 limit=self["max_steps"], what="steps")
-        if max(p.get("width", 0), p.get("height", 0)) > self["max_size"]:
+        # An upscale may go past the largest size drawn (worker.requests.MAX_UPSCALED_SIDE).
+        if spec.kind != "upscale" and max(p.get("width", 0), p.get("height", 0)) > self["max_size"]:
             raise Refusal("limit", "This server allows at most {limit} {what}.",
                                 limit=self["max_size"], what="pixels per side")
         if len(spec.seeds) > self["max_count"]:

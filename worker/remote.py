@@ -66,6 +66,7 @@ from artbot.config import Settings, masked_url
 from storage.images import ImageStore, StoredImage
 from storage.jobs import Job, JobStatus
 from worker.queue import JobEvent, WorkerQueue
+from worker.requests import input_images
 
 log = logging.getLogger(__name__)
 
@@ -302,8 +303,7 @@ class RedisWorkerQueue(WorkerQueue):
                     created_at=0.0, started_at=time.time(), finished_at=None, run_seconds=None,
                     parent_id=None, message_id=None)
                 inputs = []
-                for key in ("init_image", "style_image"):
-                    sha = job.params.get(key)
+                for sha in input_images(job.params):
                     if sha:
                         data = files[f"in:{sha}"]
                         if hashlib.sha256(data).hexdigest() != sha:

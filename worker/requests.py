@@ -299,9 +299,13 @@ def build_draw(
     parent_id: int | None = None,
     sampler: str | None = None,
     loras: list[tuple[str, float]] | None = None,
+    style_sha: str | None = None,
+    style_method: str | None = None,
+    options: dict[str, Any] | None = None,
 ) -> JobSpec:
     """A text-to-image job. `<lora:name:weight>` tags in the prompt, and `loras`,
-    name the LoRAs it applies."""
+    name the LoRAs it applies; `style_sha`, a stored image, is a style reference its
+    images are restyled by (`style_reference`)."""
     choice = _model_and_defaults(settings, model, family, steps, guidance, sampler)
     prompt, lora_list = take_loras(prompt, settings, model=choice.model, profile=choice.profile,
                                    entry=settings.model_entry(choice.model), named=loras)
@@ -318,16 +322,16 @@ def build_draw(
             size = f"{native_size(choice.model)}x{native_size(choice.model)}"
     width, height = parse_size(size, settings, profile.multiple if profile else 8)
     seeds = pick_seeds(seed, count)
-    return JobSpec(
-        kind="draw",
-        family=choice.family,
-        model=choice.model,
-        params=_image_params(prompt, negative_prompt, width, height, choice.steps,
-                             choice.guidance, seeds, choice.sampler, lora_list,
-                             choice.clip_skip),
-        seeds=seeds,
-        parent_id=parent_id,
-    )
+    params = _image_params(prompt, negative_prompt, width, height, choice.steps,
+                           choice.guidance, seeds, choice.sampler, lora_list, choice.clip_skip)
+    options = dict(options or {})
+    if style_sha:
+        options.update(style_reference(settings, style_sha, style_method))
+        params["style_image"] = style_sha
+    if options:
+        params["options"] = options
+    return JobSpec(kind="draw", family=choice.family, model=choice.model, params=params,
+                   seeds=seeds, parent_id=parent_id)
 
 
 def build_vary(
@@ -550,6 +554,8 @@ def build_reroll(settings: Settings, job: Job, *, prompt: str | None = None) -> 
             size=max(p["width"], p["height"]), steps=p.get("steps"), strength=p.get("strength"),
             model=job.model, parent_id=job.id,
         )
+    if job.kind in ("upscale", "outpaint", "blend"):
+        return _reroll_tool(settings, job)
     if job.kind != "draw":
         raise InvalidRequest(f"A {job.kind} job cannot be rerolled.")
     return build_draw(
@@ -565,7 +571,27 @@ def build_reroll(settings: Settings, job: Job, *, prompt: str | None = None) -> 
         parent_id=job.id,
         sampler=p.get("sampler"),
         loras=_loras_of(p),
+        style_sha=p.get("style_image"),
+        style_method=(p.get("options") or {}).get("style_method"),
     )
+
+
+def _reroll_tool(settings: Settings, job: Job) -> JobSpec:
+    """An upscale (hires fix), zoom, pan or blend again with a new seed: the same inputs
+    and geometry, another fill."""
+    if job.kind == "upscale" and job.family == "upscaler":
+        raise InvalidRequest("An upscaler network gives the same picture again; nothing to reroll.")
+    seed = secrets.randbelow(SEED_LIMIT)
+    params = {**job.params, "seed": seed}
+    for gate_or_result in ("spoiler", "relax", "notes"):  # set again by this job's own run
+        params.pop(gate_or_result, None)
+    options = {k: v for k, v in (params.get("options") or {}).items() if k != "safety_checker"}
+    if options:
+        params["options"] = options
+    else:
+        params.pop("options", None)
+    return JobSpec(kind=job.kind, family=job.family, model=job.model, params=params,
+                   seeds=[seed], parent_id=job.id)
 
 
 def _loras_of(params: dict[str, Any]) -> list[tuple[str, float]]:
@@ -588,6 +614,9 @@ def build_variation_of(
     (the GAN) vary around the image's own latent instead of its pixels.
     """
     p = job.params
+    if job.family == "upscaler":
+        raise InvalidRequest(f"Job {job.id} was upscaled by a super-resolution network, which "
+                             f"cannot vary; vary job {job.parent_id or job.id}'s picture instead.")
     return build_vary(
         settings,
         init_image_sha=image_sha,
@@ -605,3 +634,236 @@ def build_variation_of(
         sampler=p.get("sampler"),
         loras=_loras_of(p),
     )
+
+
+# -- image tools: upscale, zoom out and pan, blend, describe --------------------------------
+
+UPSCALES = (2, 4)
+ZOOMS = (1.5, 2.0)
+PANS = ("left", "right", "up", "down")
+# Largest side of an upscaled image. Upscaling is not drawing: it may go past max_size
+# (a 1024 SDXL picture x4 is 4096), up to this.
+MAX_UPSCALED_SIDE = 4096
+# A hires fix redraws the enlarged picture this far: enough to sharpen, too little to change it.
+HIRES_STRENGTH = 0.3
+# A blend is refined by image to image this far from the mean of its images.
+BLEND_STRENGTH = 0.5
+# Families whose jobs are tools on images, not models that draw: exempt from the
+# server's allowed families and models (the job they act on passed those already).
+TOOL_FAMILIES = ("upscaler", "describe")
+# Kinds whose results are images (a describe job's result is text).
+IMAGE_KINDS = ("draw", "vary", "stylize", "upscale", "outpaint", "blend")
+
+
+def input_images(params: dict[str, Any]) -> list[str]:
+    """The sha256 of every stored image a job reads: what a remote worker must be sent."""
+    shas = [params.get("init_image"), params.get("style_image"), *params.get("images", [])]
+    return list(dict.fromkeys(s for s in shas if s))
+
+
+def _img2img_profile(settings: Settings, job: Job) -> Profile | None:
+    """The diffusers profile of a job's model when it has image to image, else None
+    (also None when the model's files cannot be read here)."""
+    if job.family != "diffusion":
+        return None
+    try:
+        profile = model_profile(settings, job.model, job.family)
+    except (ConfigError, InvalidRequest, OSError, ValueError):
+        return None
+    return profile if profile is not None and profile.img2img else None
+
+
+def can_upscale(settings: Settings, job: Job) -> bool:
+    """Whether a result of `job` can be upscaled here: by the operator's upscaler
+    network (any picture), else by a hires fix of its own diffusers model."""
+    if job.kind not in IMAGE_KINDS:
+        return False
+    return bool(settings.upscaler) or _img2img_profile(settings, job) is not None
+
+
+def can_outpaint(settings: Settings, job: Job) -> bool:
+    """Whether a result of `job` can be zoomed out or panned: its model must be a
+    diffusers model with an image-to-image (or inpainting) pipeline."""
+    return job.kind in IMAGE_KINDS and _img2img_profile(settings, job) is not None
+
+
+def file_parent(settings: Settings, model: str | None, prompt: str = "") -> Job:
+    """What a tool needs of "the job that made it" for an image given as a file (`artbot
+    upscale photo.png`): the model to work with (default: the default model), its steps
+    and guidance, and the prompt, if one is given. It is not stored; its id is None."""
+    choice = _model_and_defaults(settings, model, None, None, None)
+    return Job(id=None, user_id="", server_id=None, channel_id=None, source="cli", kind="draw",
+               family=choice.family, model=choice.model, model_revision=None,
+               params={"prompt": prompt, "steps": choice.steps, "guidance": choice.guidance,
+                       **({"sampler": choice.sampler} if choice.sampler else {})},
+               seeds=pick_seeds(None, 1), batch_key="", status=None, attempts=0,
+               claim_token=None, worker_id=None, lease_until=None, cancel_requested=False,
+               progress_step=None, progress_total=None, error=None, created_at=0.0,
+               started_at=None, finished_at=None, run_seconds=None, parent_id=None,
+               message_id=None)
+
+
+def _from_parent(job: Job, image_seed: int | None) -> dict[str, Any]:
+    """What a tool's job keeps of the job it acts on: prompt, sampler, LoRAs, seed."""
+    p = job.params
+    keep = {k: p[k] for k in ("prompt", "negative_prompt", "sampler", "loras", "clip_skip")
+            if p.get(k) not in (None, "", [])}
+    seed = image_seed if image_seed is not None else (job.seeds[0] if job.seeds else 0)
+    return {"prompt": "", "negative_prompt": "", **keep, "seed": seed, "count": 1}
+
+
+def build_upscale(settings: Settings, job: Job, image_sha: str, image_size: tuple[int, int],
+                  *, scale: int, image_seed: int | None = None) -> JobSpec:
+    """Upscale one image of `job` x2 or x4: with the operator's upscaler network if there
+    is one, else a hires fix (enlarge, then image to image at low strength) with the
+    job's own diffusers model. The result keeps the parent's prompt, seed and parameters."""
+    if scale not in UPSCALES:
+        raise InvalidRequest(f"Upscale by {' or '.join(map(str, UPSCALES))}, not {scale}.")
+    if job.kind not in IMAGE_KINDS:
+        raise InvalidRequest(f"A {job.kind} job has no image to upscale.")
+    width, height = image_size[0] * scale, image_size[1] * scale
+    if max(width, height) > MAX_UPSCALED_SIDE:
+        raise InvalidRequest(f"Upscaling {image_size[0]}x{image_size[1]} x{scale} would make "
+                             f"{width}x{height}, larger than the {MAX_UPSCALED_SIDE} pixels per "
+                             f"side allowed; try x2." if scale > 2 else
+                             f"That image is too large to upscale: at most {MAX_UPSCALED_SIDE} "
+                             f"pixels per side after upscaling.")
+    params = {**_from_parent(job, image_seed), "width": width, "height": height,
+              "init_image": image_sha}
+    if settings.upscaler:
+        params.update(steps=1, guidance=0.0, options={"scale": scale, "method": "upscaler"})
+        family, model = "upscaler", settings.upscaler
+    else:
+        profile = _img2img_profile(settings, job)
+        if profile is None:
+            raise InvalidRequest(
+                f"{settings.model_name(job.model)} cannot upscale its pictures and no upscaler "
+                f"model is configured (the operator can set upscaler in artbot.toml).")
+        steps = min(int(job.params.get("steps") or profile.steps), settings.max_steps)
+        if int(steps * HIRES_STRENGTH) < 1:
+            steps = min(settings.max_steps, max(steps, math.ceil(1 / HIRES_STRENGTH)))
+        params.update(steps=steps, guidance=float(job.params.get("guidance", profile.guidance)),
+                      strength=HIRES_STRENGTH, options={"scale": scale, "method": "hires-fix"})
+        family, model = job.family, job.model
+    return JobSpec(kind="upscale", family=family, model=model, params=params,
+                   seeds=[params["seed"]], parent_id=job.id)
+
+
+def outpaint_pads(width: int, height: int, *, zoom: float | None = None, pan: str | None = None,
+                  multiple: int = 8) -> tuple[int, int, int, int]:
+    """[left, top, right, bottom] pixels to add around a width x height picture: a zoom
+    out by `zoom` (the picture stays centred) or a pan that extends one side by half
+    the picture. The canvas keeps multiples of `multiple`."""
+    def grow(side: int, factor: float) -> int:
+        return max(multiple, math.ceil(side * factor / multiple) * multiple) - side
+
+    if zoom is not None:
+        dx, dy = grow(width, zoom), grow(height, zoom)
+        return dx // 2, dy // 2, dx - dx // 2, dy - dy // 2
+    if pan == "left":
+        return grow(width, 1.5), 0, 0, 0
+    if pan == "right":
+        return 0, 0, grow(width, 1.5), 0
+    if pan == "up":
+        return 0, grow(height, 1.5), 0, 0
+    if pan == "down":
+        return 0, 0, 0, grow(height, 1.5)
+    raise InvalidRequest(f"Pan {pan!r} is not one of {', '.join(PANS)}.")
+
+
+def build_outpaint(settings: Settings, job: Job, image_sha: str, image_size: tuple[int, int],
+                   *, zoom: float | None = None, pan: str | None = None,
+                   image_seed: int | None = None) -> JobSpec:
+    """Zoom out (1.5x, 2x) or pan (left, right, up, down) one image of `job`: a larger
+    canvas whose new border its diffusers model fills, the old pixels kept."""
+    if (zoom is None) == (pan is None):
+        raise InvalidRequest("Say either how far to zoom out or which way to pan.")
+    if zoom is not None and zoom not in ZOOMS:
+        raise InvalidRequest(f"Zoom out by {' or '.join(f'{z:g}x' for z in ZOOMS)}, not {zoom:g}x.")
+    if pan is not None and pan not in PANS:
+        raise InvalidRequest(f"Pan {pan!r} is not one of {', '.join(PANS)}.")
+    profile = _img2img_profile(settings, job)
+    if profile is None or job.kind not in IMAGE_KINDS:
+        raise InvalidRequest(f"{settings.model_name(job.model)} cannot zoom out or pan: that "
+                             f"needs a diffusers model with image to image or inpainting.")
+    w, h = image_size
+    left, top, right, bottom = outpaint_pads(w, h, zoom=zoom, pan=pan, multiple=profile.multiple)
+    width, height = w + left + right, h + top + bottom
+    if max(width, height) > settings.max_size:
+        raise InvalidRequest(f"That would make a {width}x{height} picture, larger than the "
+                             f"{settings.max_size} pixels per side allowed here"
+                             + ("; try 1.5x." if zoom and zoom > 1.5 else "."))
+    steps = min(int(job.params.get("steps") or profile.steps), settings.max_steps)
+    params = {**_from_parent(job, image_seed), "width": width, "height": height,
+              "steps": steps, "guidance": float(job.params.get("guidance", profile.guidance)),
+              "strength": 1.0, "init_image": image_sha,
+              "options": {"pad": [left, top, right, bottom],
+                          **({"zoom": zoom} if zoom is not None else {"pan": pan})}}
+    return JobSpec(kind="outpaint", family=job.family, model=job.model, params=params,
+                   seeds=[params["seed"]], parent_id=job.id)
+
+
+BLEND_FAMILIES = ("diffusion", "pixel-diffusion", "vae")
+
+
+def build_blend(settings: Settings, *, image_shas: list[str], sizes: list[tuple[int, int]],
+                prompt: str = "", model: str | None = None, seed: int | None = None,
+                size: str | None = None, parent_id: int | None = None) -> JobSpec:
+    """One picture from 2 to 5 images: a diffusers model blends them in its VAE's latent
+    space and refines the mean by image to image; the emoji VAE blends in its own
+    latent space; emoji-diffusion refines their pixel mean."""
+    if not 2 <= len(image_shas) <= 5:
+        raise InvalidRequest(f"Blend 2 to 5 images, not {len(image_shas)}.")
+    choice = _model_and_defaults(settings, model, None, None, None)
+    if choice.family not in BLEND_FAMILIES:
+        raise InvalidRequest(f"{settings.model_name(choice.model)} cannot blend images; choose "
+                             f"emoji-vae, emoji-diffusion or a diffusers model.")
+    check_img2img(choice.profile)
+    prompt, lora_list = take_loras(prompt or "", settings, model=choice.model,
+                                   profile=choice.profile,
+                                   entry=settings.model_entry(choice.model))
+    _check_common(settings, prompt=prompt, steps=choice.steps, guidance=choice.guidance, count=1)
+    profile = choice.profile
+    if size is not None and str(size).strip():
+        width, height = parse_size(size, settings, profile.multiple if profile else 8)
+    elif profile is not None:
+        width, height = default_size(profile, settings)
+    elif native_size(choice.model):
+        width = height = native_size(choice.model)
+    else:
+        width, height = fit_size(*sizes[0], settings.max_size)
+    seeds = pick_seeds(seed, 1)
+    params = {**_image_params(prompt, "", width, height, choice.steps, choice.guidance, seeds,
+                              choice.sampler, lora_list, choice.clip_skip),
+              "strength": BLEND_STRENGTH, "images": list(image_shas)}
+    return JobSpec(kind="blend", family=choice.family, model=choice.model, params=params,
+                   seeds=seeds, parent_id=parent_id)
+
+
+DESCRIBER = "emoji-classifier"
+
+
+def build_describe(settings: Settings, *, image_sha: str, image_size: tuple[int, int],
+                   parent_id: int | None = None) -> JobSpec:
+    """Put an image into a few prompts: the operator's captioning model, else the
+    bundled emoji classifier. The job makes no image; its prompts are its result."""
+    model = settings.captioner or DESCRIBER
+    seeds = pick_seeds(None, 1)
+    params = {"prompt": "", "count": 1, "seed": seeds[0], "init_image": image_sha,
+              "source_size": list(image_size)}
+    return JobSpec(kind="describe", family="describe", model=model, params=params, seeds=seeds,
+                   parent_id=parent_id)
+
+
+def style_reference(settings: Settings, style_sha: str, style_method: str | None) -> dict[str, Any]:
+    """The options of a draw job with a style reference: its images are restyled after
+    drawing by AdaIN (when the operator has its decoder) or Gatys."""
+    method = (style_method or ("adain" if settings.adain_decoder else "gatys")).lower()
+    if method not in ("adain", "gatys"):
+        raise InvalidRequest(f"Style method {method!r} is not adain or gatys.")
+    if method == "adain" and not settings.adain_decoder:
+        raise InvalidRequest("AdaIN needs decoder weights, and none are configured; use gatys.")
+    options: dict[str, Any] = {"style_method": method}
+    if method == "adain":
+        options["decoder"] = settings.adain_decoder
+    return options

@@ -403,7 +403,7 @@ class Worker:
             return JobStatus.QUEUED  # shutdown put it back; its result is dropped
         if isinstance(outcome, tuple):
             result, stored = outcome
-            await self.queue.complete(job, list(zip(result.seeds, stored)),
+            await self.queue.complete(job, list(zip(result.seeds or job.seeds, stored)),
                                       model_revision=revision, run_seconds=run_seconds,
                                       params_update=result.params or None)
             return JobStatus.SUCCEEDED
@@ -461,6 +461,8 @@ class Worker:
         style = None
         if p.get("style_image"):
             style = self.images.open(str(self.images.by_sha(p["style_image"]).relative_to(self.images.root)))
+        blended = [self.images.open(str(self.images.by_sha(sha).relative_to(self.images.root)))
+                   for sha in p.get("images", [])]
         return GenerationRequest(
             task=Task(job.kind),
             seeds=list(job.seeds),
@@ -473,6 +475,7 @@ class Worker:
             init_image=init,
             strength=float(p.get("strength", 0.6)),
             style_image=style,
+            images=blended,
             sampler=p.get("sampler"),
             loras=[(x["name"], str(lora_path(self.settings, x["name"])), float(x["weight"]))
                    for x in p.get("loras", [])],
@@ -518,18 +521,50 @@ class Worker:
                 break
             outcomes.update((runs[i].job.id, result) for i, result in zip(todo, results))
             break
-        for running in runs:
+        for running, request in zip(runs, requests):
             result = outcomes.get(running.job.id)
             if running.dropped:
                 outcomes.pop(running.job.id, None)
             elif isinstance(result, GenerationResult):
                 try:
+                    if running.job.kind == "draw" and request.style_image is not None:
+                        result = self._restyle(running.job, request, result)
                     outcomes[running.job.id] = (result, self._store(running.job, result))
                 except Exception as exc:  # noqa: BLE001 - recorded for that job
                     outcomes[running.job.id] = exc
         return outcomes, generator.model_revision
 
+    def _restyle(self, job: Job, request: GenerationRequest,
+                 result: GenerationResult) -> GenerationResult:
+        """A draw with a style reference: each drawn image restyled by the style family
+        (AdaIN with the operator's decoder, else Gatys), and the job's notes say which.
+        (Device thread; the drawing model stays loaded unless the memory budget says no.)"""
+        options = request.options
+        method = options.get("style_method", "gatys")
+        styler = self._generator_for("style", self.settings.vgg19_weights or "vgg19")
+        images = []
+        for image in result.images:
+            styled = styler.generate(GenerationRequest(
+                task=Task.STYLIZE, seeds=[0], width=image.width, height=image.height,
+                init_image=image, style_image=request.style_image,
+                steps=int(options.get("style_steps", 60)),
+                strength=float(options.get("style_strength", 1.0)),
+                options={"method": method, **({"decoder": options["decoder"]}
+                                              if options.get("decoder") else {})}))
+            images.append(styled.images[0])
+        notes = list(result.params.get("notes", []))
+        notes.append(f"Restyled after drawing by {'AdaIN' if method == 'adain' else 'Gatys'} "
+                     f"style transfer from the style image.")
+        if styled.params.get("note"):
+            notes.append(styled.params["note"])
+        return GenerationResult(images=images, seeds=result.seeds,
+                                params={**result.params, "notes": notes, "style_method": method})
+
     def _store(self, job: Job, result: GenerationResult) -> list[StoredImage]:
+        if job.kind == "describe":  # its result is words, in its params
+            if result.images:
+                raise RuntimeError("a describe job returned images")
+            return []
         if len(result.images) != len(result.seeds) or len(result.seeds) != len(job.seeds):
             raise RuntimeError(f"generator returned {len(result.images)} images and "
                                f"{len(result.seeds)} seeds for {len(job.seeds)}")

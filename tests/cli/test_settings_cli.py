@@ -15,6 +15,7 @@ def test_operator_sets_rules_that_the_cli_obeys_when_acting_for_the_server(env):
     assert ok.returncode == 0 and ok.stdout.strip() == f"daily_quota = 1 for server {GUILD}"
     run(["settings", "set", GUILD, "blocklist", "+nasty, /gr[o0]ss/"], data, work)
     run(["settings", "set", GUILD, "max_steps", "12", "--channel", ART], data, work)
+    run(["settings", "set", GUILD, "relax", "off"], data, work)  # past the quota: refused
 
     # Bad values: one line, exit 2, nothing changed.
     for args, message in ((["max_steps", "9999"], "between 1 and 150 (the operator's limit)"),
@@ -34,7 +35,7 @@ def test_operator_sets_rules_that_the_cli_obeys_when_acting_for_the_server(env):
         "SELECT key, channel_id, old_value, new_value, via FROM settings_audit ORDER BY id").fetchall()
     assert audit == [("daily_quota", None, None, "1", "cli"),
                      ("blocklist", None, None, '["nasty", "/gr[o0]ss/"]', "cli"),
-                     ("max_steps", ART, None, "12", "cli")]
+                     ("max_steps", ART, None, "12", "cli"), ("relax", None, None, "false", "cli")]
 
     # The CLI acting for the server: the blocklist, then the quota.
     blocked = run(["draw", "ＧＲ0ＳＳ", "--server", GUILD], data, work)
