@@ -23,7 +23,7 @@ from bot.i18n import t
 from bot.permissions import require_manage_server
 from storage.workers import LIVE_WITHIN_S
 from worker.fleet import WorkerSummary, summarize_worker
-from worker.gate import day_start
+from worker.gate import day_start, images
 from worker.policy import Policy
 from worker.server_settings import KEYS, format_value
 
@@ -203,7 +203,13 @@ async def setup(bot: ArtBot) -> None:
         if status.quota is None:
             lines = [t("quota_unlimited", locale, used=status.used)]
         else:
-            lines = [t("quota_left", locale, left=status.left, quota=status.quota, when=when)]
+            lines = [t("quota_left", locale, left=status.left, quota=status.quota,
+                       images=images(status.quota), when=when),
+                     t({"fast": "quota_on_fast", "relax": "quota_on_relax"}.get(
+                         status.mode, "quota_no_relax"), locale)]
+        if status.relax_used:
+            lines.append(t("quota_relax_used", locale, used=status.relax_used,
+                           images=images(status.relax_used)))
         if status.cooldown_until:
             lines.append(t("quota_cooldown", locale, when=f"<t:{int(status.cooldown_until) + 1}:R>"))
         lines.append(t("quota_queued", locale, pending=status.pending, limit=status.max_queued))

@@ -10,6 +10,7 @@ extensions, loaded by name in `setup_hook` (as discord.py's
 setup(bot)`:
 
 - `bot.drawing`: /draw and /vary;
+- `bot.tools`: /blend and /describe;
 - `bot.results`: the buttons under a result, the remix dialog, reactions;
 - `bot.delivery`: a job's message kept up to date, then its result;
 - `bot.history`: /history, /job, /queue and /help;
@@ -46,8 +47,8 @@ from worker.queue import JobQueue, LocalJobQueue
 log = logging.getLogger(__name__)
 
 # The features, in the order they load. Each module has `async def setup(bot)`.
-EXTENSIONS = ("bot.results", "bot.canceling", "bot.delivery", "bot.drawing", "bot.styles",
-              "bot.history", "bot.admin")
+EXTENSIONS = ("bot.results", "bot.canceling", "bot.delivery", "bot.drawing", "bot.tools",
+              "bot.styles", "bot.history", "bot.admin")
 
 
 def configure_endpoints(settings: Settings) -> None:

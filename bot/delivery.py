@@ -37,7 +37,7 @@ from discord.ext import commands
 from bot import render
 from bot.client import ArtBot
 from bot.i18n import t
-from bot.results import result_view
+from bot.results import describe_view, result_view
 from storage.jobs import Job, JobStatus
 from worker.queue import JobEvent
 
@@ -200,13 +200,18 @@ class Delivery:
     # -- sending ----------------------------------------------------------------
 
     async def _deliver_final(self, job: Job) -> None:
-        if job.status is JobStatus.SUCCEEDED:
-            images = await self.queue.images(job.id)
+        images = await self.queue.images(job.id) if job.status is JobStatus.SUCCEEDED else []
+        if job.status is JobStatus.SUCCEEDED and job.kind == "describe":
+            # A /describe's result is words: its prompts, each with a Draw button.
+            make = lambda: dict(content=render.describe_text(job), embed=None,  # noqa: E731
+                                attachments=[], view=describe_view(job))
+        elif job.status is JobStatus.SUCCEEDED and images:
+            size = (images[0].width, images[0].height)
             make = lambda: dict(  # noqa: E731 - fresh file objects for each attempt
                 content=render.result_content(job),
                 embed=render.result_embed(job, images, f"artbot-{job.id}.png"),
                 attachments=[render.result_file(job, images, self.bot.images.root)],
-                view=result_view(job, len(images)),
+                view=result_view(job, len(images), settings=self.bot.settings, size=size),
             )
         else:
             make = lambda: dict(content=render.failure_text(job), embed=None,  # noqa: E731

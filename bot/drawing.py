@@ -1,5 +1,9 @@
 """Drawing: /draw (text to image) and /vary (an uploaded image, or an earlier job).
 
+/draw may take a style reference (`style`, an image, or `style_preset`, one of
+/stylize's presets): the images drawn are then restyled like it, and the result
+says how (AdaIN where the operator has its decoder, else Gatys).
+
 Thin on purpose: each command builds the request with the same
 `worker.requests` builders the CLI uses, from the server's defaults and limits
 (`ArtBot.settings_for`), and hands it to `bot.posting`, which queues it through
@@ -74,6 +78,11 @@ async def setup(bot: ArtBot) -> None:
             shown.insert(0, app_commands.Choice(name=current[:100], value=current[:100]))
         return shown[:25]
 
+    async def preset_autocomplete(interaction: discord.Interaction, current: str):
+        guild = str(interaction.guild_id) if interaction.guild_id else None
+        return [app_commands.Choice(name=p.name, value=p.name)
+                for p in await bot.queue.presets(guild) if current.lower() in p.name.lower()][:25]
+
     @tree.command(name=_("draw"), description=_("Draw images from a text prompt"))
     @app_commands.describe(
         prompt=_("What to draw"), negative=_("What to keep out of the image"),
@@ -83,14 +92,17 @@ async def setup(bot: ArtBot) -> None:
         sampler=_("Sampler, as in A1111 (default: the model's own)"),
         guidance=_("How closely to follow the prompt (default: the model's own)"),
         lora=_("A LoRA to apply, NAME or NAME:WEIGHT (more: <lora:NAME:0.8> in the prompt)"),
+        style=_("A style reference: the images are drawn in its style"),
+        style_preset=_("A style preset of this server, as a style reference"),
     )
     @app_commands.rename(prompt=_("prompt"), negative=_("negative"), model=_("model"),
                          size=_("size"), steps=_("steps"), seed=_("seed"), count=_("count"),
-                         sampler=_("sampler"), guidance=_("guidance"), lora=_("lora"))
+                         sampler=_("sampler"), guidance=_("guidance"), lora=_("lora"),
+                         style=_("style"), style_preset=_("style_preset"))
     @app_commands.choices(
         sampler=[app_commands.Choice(name=name, value=name) for name in SAMPLER_NAMES])
     @app_commands.autocomplete(model=model_autocomplete, size=size_autocomplete,
-                               lora=lora_autocomplete)
+                               lora=lora_autocomplete, style_preset=preset_autocomplete)
     async def draw(
         interaction: discord.Interaction,
         prompt: app_commands.Range[str, 1, 1000],
@@ -103,12 +115,25 @@ async def setup(bot: ArtBot) -> None:
         sampler: Optional[app_commands.Choice[str]] = None,
         guidance: Optional[app_commands.Range[float, 0.0, 30.0]] = None,
         lora: Optional[app_commands.Range[str, 1, 100]] = None,
+        style: Optional[discord.Attachment] = None,
+        style_preset: Optional[str] = None,
     ) -> None:
         here = await bot.settings_for(interaction)  # the server's defaults and limits
+        if style is not None and style_preset:
+            raise refuse("draw_one_style")
+        style_sha = None
+        if style is not None:
+            style_sha, _size = await store_upload(bot, style)
+        elif style_preset:
+            saved = await bot.queue.preset(str(interaction.guild_id) if interaction.guild_id
+                                           else None, style_preset)
+            if saved is None:
+                raise refuse("preset_unknown", name=style_preset)
+            style_sha = saved.image_sha
         spec = build_draw(here, prompt=prompt, negative_prompt=negative or "", model=model,
                           size=size, steps=steps, seed=seed, count=count,
                           sampler=sampler.value if sampler else None, guidance=guidance,
-                          loras=[parse_lora(lora)] if lora else None)
+                          loras=[parse_lora(lora)] if lora else None, style_sha=style_sha)
         await submit_from_interaction(bot, interaction, spec)
 
     @tree.command(name=_("vary"), description=_("Make a variation of an image"))

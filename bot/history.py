@@ -173,6 +173,8 @@ async def setup(bot: ArtBot) -> None:
                 else:
                     lines.append(t("queue_line_queued_wait", locale, job=job.id,
                                    position=position, wait=wait_text(wait, locale)))
+                if job.relax:  # behind every fast job, and later fast jobs go first
+                    lines[-1] += t("queue_line_relax", locale)
         embed.description = "\n".join(lines) if lines else t("queue_empty", locale)
         now = [f"job {j.id} · <@{j.user_id}> · "
                + (t("step_of", locale, step=j.progress_step, total=j.progress_total)

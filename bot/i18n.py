@@ -114,11 +114,33 @@ COMMAND_ZH: dict[str, str] = {
     "Square": "方形",
     "Portrait": "竖版",
     "Landscape": "横版",
+    # image tools (issue 16)
+    "blend": "融合",
+    "describe": "描述",
+    "image1": "图片1",
+    "image2": "图片2",
+    "image3": "图片3",
+    "image4": "图片4",
+    "image5": "图片5",
+    "style_preset": "风格预设",
+    "Blend 2 to 5 images into one": "把 2 到 5 张图片融合成一张",
+    "An image to blend": "要融合的图片",
+    "Another image to blend (optional)": "另一张要融合的图片（可选）",
+    "What the blend should show (optional)": "融合结果应当呈现的内容（可选）",
+    "Which model blends them": "使用哪个模型融合",
+    "Turn an image into prompts to draw from": "把一张图片变成可以用来画图的提示词",
+    "An image to describe": "要描述的图片",
+    "A style reference: the images are drawn in its style": "风格参考：按这张图片的风格画图",
+    "A style preset of this server, as a style reference": "本服务器的风格预设，作为风格参考",
 }
 
 # Reply texts: key -> {language: template}.
 MESSAGES: dict[str, dict[str, str]] = {
     "queued": {"en": "⏳ Queued, position {position}.", "zh": "⏳ 已排队，第 {position} 位。"},
+    "queued_relax": {
+        "en": "🐢 In the relax queue, position {position}: it runs when no fast job waits.",
+        "zh": "🐢 已进入慢速队列，第 {position} 位：没有快速任务等待时才会运行。",
+    },
     "starting": {"en": "🎨 Starting…", "zh": "🎨 开始生成…"},
     "progress": {"en": "🎨 Drawing… step {step} of {total}", "zh": "🎨 生成中… 第 {step}/{total} 步"},
     "failed": {"en": "❌ Job {job} failed: {error}", "zh": "❌ 任务 {job} 失败：{error}"},
@@ -180,6 +202,8 @@ MESSAGES: dict[str, dict[str, str]] = {
     "queue_title": {"en": "Your jobs", "zh": "你的任务"},
     "queue_running_now": {"en": "Running now", "zh": "正在运行"},
     "queue_line_queued": {"en": "Job {job}: queued, position {position}", "zh": "任务 {job}：排队第 {position} 位"},
+    "queue_line_relax": {"en": " · 🐢 relax time: runs when no fast job waits",
+                         "zh": " · 🐢 慢速时段：没有快速任务等待时运行"},
     "queue_line_running": {"en": "Job {job}: running, {progress}", "zh": "任务 {job}：运行中，{progress}"},
     "step_of": {"en": "step {step} of {total}", "zh": "第 {step}/{total} 步"},
     "nothing_running": {"en": "Nothing is running.", "zh": "当前没有任务在运行。"},
@@ -221,9 +245,20 @@ MESSAGES: dict[str, dict[str, str]] = {
     "quota_title": {"en": "Your quota here", "zh": "你在这里的额度"},
     "quota_unlimited": {"en": "No daily limit: {used} images today.", "zh": "没有每日上限：今天已用 {used} 张。"},
     "quota_left": {
-        "en": "**{left}** of {quota} images left today; resets {when}.",
-        "zh": "今天还剩 **{left}** / {quota} 张；{when} 重置。",
+        "en": "Fast time: **{left}** of your {images} left today (resets {when}).",
+        "zh": "快速时间：今天还剩 **{left}** / {quota} 张（{when} 重置）。",
     },
+    "quota_on_fast": {"en": "You are on fast time.", "zh": "你正在使用快速时间。"},
+    "quota_on_relax": {
+        "en": "You are on relax time: your jobs run when no fast job waits.",
+        "zh": "你正在使用慢速时间：没有快速任务等待时，你的任务才会运行。",
+    },
+    "quota_no_relax": {
+        "en": "Relax time is off on this server: you can draw again when the quota resets.",
+        "zh": "本服务器未开启慢速时间：额度重置后才能再画。",
+    },
+    "quota_relax_used": {"en": "Relax time today: {images}.", "zh": "今天慢速时间：{used} 张。"},
+    "made_in_relax": {"en": "made in relax time", "zh": "慢速时间生成"},
     "quota_cooldown": {"en": "Cooldown: you can ask again {when}.", "zh": "冷却中：{when} 后可以再次请求。"},
     "quota_queued": {"en": "Jobs waiting or running: {pending} of {limit}.", "zh": "排队或进行中的任务：{pending} / {limit}。"},
     "stats_title": {"en": "artbot in {server}", "zh": "artbot 在 {server}"},
@@ -269,6 +304,36 @@ MESSAGES: dict[str, dict[str, str]] = {
     "button_cancel": {"en": "Cancel", "zh": "取消"},
     "button_previous": {"en": "Previous", "zh": "上一页"},
     "button_next": {"en": "Next", "zh": "下一页"},
+    # Image tools (issue 16): the buttons under a result, what a tool's result says it is,
+    # /describe's answer, and the ✉️ reaction's private message.
+    "button_upscale": {"en": "Upscale ×{n}", "zh": "放大 ×{n}"},
+    "button_zoom": {"en": "Zoom out {n}×", "zh": "缩小 {n}×"},
+    "button_draw": {"en": "Draw {n}", "zh": "画第 {n} 个"},
+    "origin_upscale": {"en": "Upscaled ×{n} from job {job}", "zh": "由任务 {job} 放大 ×{n}"},
+    "origin_zoom": {"en": "Zoomed out {n}× from job {job}", "zh": "由任务 {job} 缩小 {n}×"},
+    "origin_pan": {"en": "Panned {arrow} from job {job}", "zh": "由任务 {job} 向 {arrow} 扩展"},
+    "origin_outpaint": {"en": "Outpainted from job {job}", "zh": "由任务 {job} 扩展画面"},
+    "origin_blend": {"en": "Blend of {n} images", "zh": "{n} 张图片的融合"},
+    "field_from": {"en": "From", "zh": "来源"},
+    "describe_heading": {"en": "(describe an image)", "zh": "（描述图片）"},
+    "describe_result": {"en": "Prompts for this image (press a number to draw it):",
+                        "zh": "这张图片的提示词（按编号按钮即可画出）："},
+    "describe_by": {"en": "Described by {model}.", "zh": "由 {model} 描述。"},
+    "describe_none": {"en": "No prompts could be found for this image.",
+                      "zh": "没能为这张图片找到提示词。"},
+    "describe_needs_source": {
+        "en": "Give an image to describe: attach one, or name an earlier job (its id or message link).",
+        "zh": "请提供要描述的图片：上传一张，或给出之前作品的编号或消息链接。",
+    },
+    "describe_no_prompt": {"en": "Job {job} has no prompt number {n}.", "zh": "任务 {job} 没有第 {n} 个提示词。"},
+    "draw_one_style": {"en": "Give one style reference: a style image or a preset, not both.",
+                       "zh": "请只给一种风格参考：风格图片或预设，不要同时给。"},
+    "dm_title": {"en": "Job {job}", "zh": "任务 {job}"},
+    "dm_closed": {
+        "en": "{mention}, I cannot send you private messages (your privacy settings block them); "
+              "/job {job} shows its details here.",
+        "zh": "{mention}，我无法给你发私信（你的隐私设置不允许）；可以用 /job {job} 在这里查看详情。",
+    },
     "remix_title": {"en": "Remix: edit the prompt", "zh": "改写：编辑提示词"},
     "remix_label": {"en": "Prompt", "zh": "提示词"},
     "variation": {"en": "(variation)", "zh": "（变体）"},
@@ -277,7 +342,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": (
             "**/draw** `prompt` draws images; add `count` for a 2×2 grid, `seed` to repeat one.\n"
             "**/vary** an uploaded image or an earlier job (id or message link), subtle or strong.\n"
-            "**/stylize** an image like a style image, an admin's preset, or a style in words.\n"
+            "**/stylize** an image like a style image, an admin's preset, or a style in words; "
+            "**/draw** `style` draws in the style of an image (or `style_preset`).\n"
+            "**/blend** 2–5 images into one; **/describe** an image into prompts to draw from.\n"
             "**/history** your recent images with prompts, seeds and links.\n"
             "**/job** `id` brings an old result back with working buttons.\n"
             "**/queue** your queued and running jobs (`cancel` stops one); **/quota** the images "
@@ -285,18 +352,24 @@ MESSAGES: dict[str, dict[str, str]] = {
             "While a job waits or runs, ✖️ Cancel (or a ❌ reaction) stops it.\n\n"
             "Under each result: 🔁 reroll with a new seed, 🎲 subtle and 🌀 strong variations, "
             "✏️ remix (edit the prompt), 🗑️ delete. On a grid, V1–V4 vary one image and U1–U4 "
-            "show one at full size. Reactions work too: 🔁 reroll, 🎲 vary, 🗑️ delete."
+            "show one at full size. On one image: Upscale ×2 / ×4, 🔍 zoom out, ⬅️ ➡️ ⬆️ ⬇️ pan "
+            "(where the model can). Reactions work too: 🔁 reroll, 🎲 vary, 🗑️ delete, "
+            "✉️ the job's details in a private message."
         ),
         "zh": (
             "**/draw** `提示词` 画图；加上 `数量` 生成 2×2 网格，用 `种子` 重现同一张图。\n"
             "**/vary** 对上传的图片或之前的作品（编号或消息链接）生成轻微或强烈的变体。\n"
-            "**/stylize** 按风格图片、管理员的预设或文字描述为图片换风格。\n"
+            "**/stylize** 按风格图片、管理员的预设或文字描述为图片换风格；"
+            "**/draw** 的 `风格` 按一张图片的风格画图（或用 `风格预设`）。\n"
+            "**/blend** 把 2–5 张图片融合成一张；**/describe** 把图片变成可以画图的提示词。\n"
             "**/history** 查看你最近的作品、提示词、种子和链接。\n"
             "**/job** `编号` 找回旧作品，按钮依然可用。\n"
             "**/queue** 查看你排队中和进行中的任务（`取消` 可停止其中一个）；**/quota** 查看你今天剩余的图片额度。\n"
             "任务排队或进行时，点 ✖️ 取消（或用 ❌ 回应）即可停止。\n\n"
             "每个结果下方：🔁 换种子重画，🎲 轻微变体，🌀 强烈变体，✏️ 改写提示词，🗑️ 删除。"
-            "网格图上 V1–V4 对单张生成变体，U1–U4 单独显示一张。也可以用表情回应：🔁 重画，🎲 变体，🗑️ 删除。"
+            "网格图上 V1–V4 对单张生成变体，U1–U4 单独显示一张。单张图上：放大 ×2 / ×4，🔍 缩小，"
+            "⬅️ ➡️ ⬆️ ⬇️ 扩展画面（模型支持时）。也可以用表情回应：🔁 重画，🎲 变体，🗑️ 删除，"
+            "✉️ 私信发送任务详情。"
         ),
     },
 }

@@ -27,7 +27,8 @@ from bot.client import ArtBot
 from bot.errors import refuse
 from storage.images import encode_png
 from storage.jobs import ImageRecord, Job, JobStatus
-from worker.requests import STRENGTHS, JobSpec, build_variation_of, read_input_image
+from worker.requests import (STRENGTHS, JobSpec, build_outpaint, build_upscale,
+                             build_variation_of, read_input_image)
 
 # Largest upload accepted, in megabytes.
 UPLOAD_LIMIT_MB = 10
@@ -112,6 +113,24 @@ async def variation_spec(bot: ArtBot, settings: Settings, job: Job, idx: int | N
     return build_variation_of(settings, job, record.sha256, (record.width, record.height),
                               strength=STRENGTHS[strength], prompt=prompt,
                               image_seed=record.seed)
+
+
+# The image-tool buttons: custom-id action -> what it does to one image of a result.
+TOOLS = {"up2": ("upscale", 2), "up4": ("upscale", 4), "z15": ("zoom", 1.5), "z2": ("zoom", 2.0),
+         "pl": ("pan", "left"), "pr": ("pan", "right"), "pu": ("pan", "up"), "pd": ("pan", "down")}
+
+
+async def tool_spec(bot: ArtBot, settings: Settings, job: Job, idx: int | None,
+                    action: str) -> JobSpec:
+    """Upscale, zoom out or pan image `idx` of `job` (`action` is a key of TOOLS)."""
+    record = await image_of(bot, job, idx)
+    what, how = TOOLS[action]
+    size = (record.width, record.height)
+    if what == "upscale":
+        return build_upscale(settings, job, record.sha256, size, scale=how, image_seed=record.seed)
+    if what == "zoom":
+        return build_outpaint(settings, job, record.sha256, size, zoom=how, image_seed=record.seed)
+    return build_outpaint(settings, job, record.sha256, size, pan=how, image_seed=record.seed)
 
 
 async def store_upload(bot: ArtBot, attachment: discord.Attachment) -> tuple[str, tuple[int, int]]:

@@ -6,6 +6,7 @@ Pure functions of a job and its images (plus PIL for the grid); no network.
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import discord
@@ -28,15 +29,50 @@ def status_text(job: Job, kind: str, *, position: int | None = None, step: int |
     locale = job.locale
     head = _headline(job)
     if kind == "queued":
-        return f"{head}\n{t('queued', locale, position=position or 1)}"
+        key = "queued_relax" if job.relax else "queued"
+        return f"{head}\n{t(key, locale, position=position or 1)}"
     if kind == "progress" and total and step:
         return f"{head}\n{t('progress', locale, step=step, total=total)}"
     return f"{head}\n{t('starting', locale)}"
 
 
+# The arrow a pan button shows, by the way it extends the picture.
+PAN_ARROWS = {"left": "⬅️", "right": "➡️", "up": "⬆️", "down": "⬇️"}
+
+
 def _headline(job: Job) -> str:
-    prompt = job.params.get("prompt") or t("variation", job.locale)
-    return f"**{_clip(prompt, 300)}** · <@{job.user_id}> · job {job.id}"
+    origin = origin_text(job)
+    return (f"**{_clip(_title(job), 300)}**" + (f" · {origin}" if origin else "")
+            + f" · <@{job.user_id}> · job {job.id}")
+
+
+def _title(job: Job) -> str:
+    """The prompt, or what the job is when it has none."""
+    prompt = job.params.get("prompt")
+    if prompt:
+        return prompt
+    if job.kind == "describe":
+        return t("describe_heading", job.locale)
+    if job.kind == "blend":
+        return t("origin_blend", job.locale, n=len(job.params.get("images", [])))
+    return t("variation", job.locale)
+
+
+def origin_text(job: Job) -> str | None:
+    """What an image tool made this from: "Upscaled ×2 from job 12", "Zoomed out 2× from
+    job 12", "Panned ⬅️ from job 12", "Blend of 3 images"; None for other jobs."""
+    loc, options = job.locale, job.params.get("options") or {}
+    if job.kind == "upscale" and job.parent_id:
+        return t("origin_upscale", loc, n=options.get("scale", "?"), job=job.parent_id)
+    if job.kind == "outpaint" and job.parent_id:
+        if options.get("zoom"):
+            return t("origin_zoom", loc, n=f"{float(options['zoom']):g}", job=job.parent_id)
+        if options.get("pan") in PAN_ARROWS:
+            return t("origin_pan", loc, arrow=PAN_ARROWS[options["pan"]], job=job.parent_id)
+        return t("origin_outpaint", loc, job=job.parent_id)
+    if job.kind == "blend" and job.params.get("prompt"):
+        return t("origin_blend", loc, n=len(job.params.get("images", [])))
+    return None
 
 
 def _clip(text: str, n: int) -> str:
@@ -53,10 +89,12 @@ def failure_text(job: Job) -> str:
 def result_embed(job: Job, images: list[ImageRecord], filename: str) -> discord.Embed:
     locale = job.locale
     p = job.params
-    prompt = p.get("prompt") or t("variation", locale)
-    embed = discord.Embed(title=_clip(prompt, TITLE_MAX), colour=discord.Colour.blurple())
+    embed = discord.Embed(title=_clip(_title(job), TITLE_MAX), colour=discord.Colour.blurple())
+    lines = [origin] if (origin := origin_text(job)) else []
     if p.get("negative_prompt"):
-        embed.description = f"🚫 {_clip(p['negative_prompt'], 1000)}"
+        lines.append(f"🚫 {_clip(p['negative_prompt'], 1000)}")
+    if lines:
+        embed.description = "\n".join(lines)
     seeds = ", ".join(str(im.seed) for im in images)
     embed.add_field(name=t("field_seeds" if len(images) > 1 else "field_seed", locale), value=seeds)
     embed.add_field(name=t("field_model", locale), value=_clip(short_model(job.model), 100))
@@ -75,10 +113,15 @@ def result_embed(job: Job, images: list[ImageRecord], filename: str) -> discord.
     if "strength" in p:
         embed.add_field(name=t("field_strength", locale), value=str(p["strength"]))
     if job.parent_id:
-        embed.add_field(name=t("field_parent", locale), value=f"job {job.parent_id}")
+        varied = job.kind in ("vary", "stylize")  # a reroll, an upscale...: made "from" it
+        embed.add_field(name=t("field_parent" if varied else "field_from", locale),
+                        value=f"job {job.parent_id}")
     if not p.get("spoiler"):  # a spoiler stays hidden: no embed preview of it
         embed.set_image(url=f"attachment://{filename}")
-    embed.set_footer(text=f"job {job.id} · {images[0].width}×{images[0].height}")
+    footer = f"job {job.id} · {images[0].width}×{images[0].height}"
+    if p.get("relax"):
+        footer += f" · {t('made_in_relax', locale)}"
+    embed.set_footer(text=footer)
     return embed
 
 
@@ -125,3 +168,59 @@ def preview_file(job: Job, jpeg: bytes) -> discord.File:
 
 def result_content(job: Job) -> str:
     return _headline(job)
+
+
+# Discord allows 2000 characters in a message.
+MESSAGE_MAX = 2000
+NUMBERS = ("1️⃣", "2️⃣", "3️⃣", "4️⃣", "5️⃣")
+
+
+def describe_prompts(job: Job) -> list[str]:
+    """The prompts a finished describe job found (at most five: one button each)."""
+    return [str(x) for x in job.params.get("prompts", []) if str(x).strip()][:len(NUMBERS)]
+
+
+def describe_text(job: Job) -> str:
+    """A finished /describe: its prompts, numbered like their Draw buttons, who described
+    the image, and plainly what it could not describe."""
+    loc = job.locale
+    lines = [_headline(job)]
+    prompts = describe_prompts(job)
+    lines.append(t("describe_result", loc) if prompts else t("describe_none", loc))
+    room = (MESSAGE_MAX - 400) // max(1, len(prompts))
+    lines += [f"{NUMBERS[i]} {_clip(prompt, room)}" for i, prompt in enumerate(prompts)]
+    if job.params.get("described_by"):
+        lines.append(f"-# {t('describe_by', loc, model=_clip(str(job.params['described_by']), 100))}")
+    for note in job.params.get("notes", []):
+        lines.append(f"ℹ️ {_clip(str(note), 300)}")
+    return _clip_lines(lines)
+
+
+def _clip_lines(lines: list[str]) -> str:
+    text = "\n".join(lines)
+    return text if len(text) <= MESSAGE_MAX else text[: MESSAGE_MAX - 1] + "…"
+
+
+def job_details(job: Job, images: list[ImageRecord], link: str | None = None) -> str:
+    """Everything about a job, for the ✉️ reaction's private message: its id, seeds,
+    model, sampler and all of its parameters."""
+    loc, p = job.locale, job.params
+    seeds = [im.seed for im in images] or list(job.seeds)
+    head = [f"**{t('dm_title', loc, job=job.id)}** · {job.kind} · {job.status.value}",
+            f"**{_clip(_title(job), 300)}**"]
+    if origin := origin_text(job):
+        head.append(origin)
+    head.append(f"{t('field_seeds' if len(seeds) > 1 else 'field_seed', loc)}: "
+                f"{', '.join(map(str, seeds)) or '-'}")
+    head.append(f"{t('field_model', loc)}: {job.model}")
+    head.append(f"{t('field_sampler', loc)}: {p.get('sampler') or p.get('scheduler') or '-'}")
+    if job.parent_id:
+        head.append(f"{t('field_from', loc)}: job {job.parent_id}")
+    if link:
+        head.append(link)
+    params = json.dumps(p, ensure_ascii=False, indent=1, sort_keys=True, default=str)
+    room = MESSAGE_MAX - len("\n".join(head)) - 20
+    if len(params) > room:
+        params = json.dumps(p, ensure_ascii=False, sort_keys=True, default=str)
+        params = params if len(params) <= room else params[: room - 1] + "…"
+    return "\n".join(head) + f"\n```json\n{params}\n```"

@@ -51,7 +51,7 @@ from urllib.parse import unquote
 from aiohttp import web
 
 __all__ = ["DiscordServer", "FakeInteraction", "StoredMessage", "User", "Member", "Role", "Channel",
-           "Guild", "Permissions", "Intents", "redirect_discord", "running_client"]
+           "DMChannel", "Guild", "Permissions", "Intents", "redirect_discord", "running_client"]
 
 DISCORD_EPOCH_MS = 1420070400000
 EPHEMERAL, LOADING, SUPPRESS_EMBEDS, COMPONENTS_V2 = 1 << 6, 1 << 7, 1 << 2, 1 << 15
@@ -71,6 +71,7 @@ class Permissions:
 class Intents:
     GUILDS, GUILD_MEMBERS, GUILD_PRESENCES = 1 << 0, 1 << 1, 1 << 8
     GUILD_MESSAGES, GUILD_MESSAGE_REACTIONS, MESSAGE_CONTENT = 1 << 9, 1 << 10, 1 << 15
+    DIRECT_MESSAGES = 1 << 12
     PRIVILEGED = GUILD_MEMBERS | GUILD_PRESENCES | MESSAGE_CONTENT
 
 
@@ -270,6 +271,23 @@ class Channel:
         return {"id": str(self.id), "type": self.type, "guild_id": str(self.guild_id), "name": self.name,
                 "position": self.position, "flags": 0, "parent_id": None, "topic": self.topic, "nsfw": self.nsfw,
                 "rate_limit_per_user": 0, "last_message_id": None, "permission_overwrites": []}
+
+
+@dataclass(eq=False)
+class DMChannel:
+    """A private channel between the bot and one user (type 1): no guild, no permissions."""
+    id: int
+    recipient: User
+    guild_id: None = None
+    type: int = 1
+
+    @property
+    def mention(self) -> str:
+        return f"<#{self.id}>"
+
+    def payload(self) -> dict:
+        return {"id": str(self.id), "type": 1, "last_message_id": None, "flags": 0,
+                "recipients": [self.recipient.payload()]}
 
 
 @dataclass(eq=False)
@@ -576,6 +594,10 @@ class DiscordServer:
         self._runner: Optional[web.AppRunner] = None
 
         self.users: dict[int, User] = {}
+        # Private channels the bot opened (POST /users/@me/channels), by channel id, and the
+        # users who accept no private messages from the bot (Discord answers 50007).
+        self.dm_channels: dict[int, DMChannel] = {}
+        self.dms_closed: set[int] = set()
         self.bot_user = self._new_user("ArtBot", bot=True)
         self.application_id = self.bot_user.id
         owner = self._new_user("owner")
@@ -705,12 +727,30 @@ class DiscordServer:
         for guild in self.guilds.values():
             if channel_id in guild.channels:
                 return guild.channels[channel_id]
+        if channel_id in self.dm_channels:
+            return self.dm_channels[channel_id]  # type: ignore[return-value]
         raise _ApiError(404, 10003, "Unknown Channel")
+
+    def dm_channel(self, user: User | Member) -> Optional[DMChannel]:
+        """The private channel the bot opened with ``user``, if any."""
+        return next((c for c in self.dm_channels.values() if c.recipient.id == user.id), None)
+
+    def dms_to(self, user: User | Member) -> list[StoredMessage]:
+        """The private messages the bot sent ``user``, oldest first."""
+        channel = self.dm_channel(user)
+        return [] if channel is None else self.messages_in(channel.id)
+
+    def close_dms(self, user: User | Member) -> None:
+        """``user`` accepts no private messages from the bot (as with "Allow direct messages
+        from server members" off): sending them one fails with 50007."""
+        self.dms_closed.add(user.id)
 
     def _guild_of(self, channel: Channel) -> Guild:
         return self.guilds[channel.guild_id]
 
     def _bot_needs(self, channel: Channel, perms: int) -> None:
+        if isinstance(channel, DMChannel):
+            return  # no permissions in a private channel
         have = self._guild_of(channel).permissions_of(self.bot_user.id)
         if have & perms != perms:
             raise _ApiError(403, 50013, "Missing Permissions")
@@ -976,6 +1016,7 @@ class DiscordServer:
         cmds = r"/applications/(?P<app>\d+)(?:/guilds/(?P<guild>\d+))?/commands"
         table = [
             ("GET", r"/users/@me", self._get_me, "/users/@me", True),
+            ("POST", r"/users/@me/channels", self._create_dm, "/users/@me/channels", True),
             ("GET", r"/users/" + S.format("user"), self._get_user, "/users/{user_id}", True),
             ("GET", r"/oauth2/applications/@me", self._get_application, "/oauth2/applications/@me", True),
             ("GET", r"/gateway", self._get_gateway, "/gateway", False),
@@ -1133,6 +1174,18 @@ class DiscordServer:
     async def _get_me(self, request, p, body, files):
         return 200, {**self.bot_user.payload(), "verified": True, "mfa_enabled": False, "locale": "en-US",
                      "email": None, "premium_type": 0}
+
+    async def _create_dm(self, request, p, body, files):
+        user = self.users.get(int(body.get("recipient_id") or 0))
+        if user is None:
+            raise _form_error("recipient_id", "NUMBER_TYPE_COERCE", "Value is not a known user")
+        if user.bot:
+            raise _ApiError(400, 50007, "Cannot send messages to this user")
+        channel = self.dm_channel(user)
+        if channel is None:
+            channel = DMChannel(self.snowflake(), user)
+            self.dm_channels[channel.id] = channel
+        return 200, channel.payload()
 
     async def _get_user(self, request, p, body, files):
         user = self.users.get(int(p["user"]))
@@ -1362,6 +1415,8 @@ class DiscordServer:
                         | (Permissions.ATTACH_FILES if files else 0))
         if (body.get("flags") or 0) & EPHEMERAL:
             raise _form_error("flags", "MESSAGE_FLAGS_INVALID", "ephemeral messages need an interaction")
+        if isinstance(channel, DMChannel) and channel.recipient.id in self.dms_closed:
+            raise _ApiError(403, 50007, "Cannot send messages to this user")
         msg = await self._new_message(channel, body, files)
         return 200, msg.payload
 
@@ -1431,7 +1486,8 @@ class DiscordServer:
         author = author or self.bot_user
         mid = self.snowflake()
         payload: dict = {
-            "id": str(mid), "channel_id": str(channel.id), "guild_id": str(channel.guild_id),
+            "id": str(mid), "channel_id": str(channel.id),
+            **({"guild_id": str(channel.guild_id)} if channel.guild_id else {}),
             "author": author.payload(), "content": "", "timestamp": _iso(time.time()), "edited_timestamp": None,
             "tts": bool(body.get("tts")), "mention_everyone": False, "mentions": [], "mention_roles": [],
             "attachments": [], "embeds": [], "components": [], "pinned": False, "type": 0,
@@ -1455,7 +1511,9 @@ class DiscordServer:
         self.messages[mid] = msg
         self._check_payload("MessageResponse", payload, "stored message")
         if not msg.ephemeral:
-            await self.dispatch("MESSAGE_CREATE", self._event_message(msg), intent=Intents.GUILD_MESSAGES)
+            await self.dispatch("MESSAGE_CREATE", self._event_message(msg),
+                                intent=Intents.DIRECT_MESSAGES if isinstance(channel, DMChannel)
+                                else Intents.GUILD_MESSAGES)
         self._notify()
         return msg
 
@@ -1477,18 +1535,25 @@ class DiscordServer:
         msg.edits.append(Edit(asyncio.get_running_loop().time(), copy.deepcopy(msg.payload)))
         self._check_payload("MessageResponse", msg.payload, "edited message")
         if not msg.ephemeral:
-            await self.dispatch("MESSAGE_UPDATE", self._event_message(msg), intent=Intents.GUILD_MESSAGES)
+            await self.dispatch("MESSAGE_UPDATE", self._event_message(msg), intent=self._message_intent(msg))
         self._notify()
 
     async def _delete_message(self, msg: StoredMessage) -> None:
         msg.deleted = True
         if not msg.ephemeral:
-            await self.dispatch("MESSAGE_DELETE", {"id": str(msg.id), "channel_id": str(msg.channel_id),
-                                                   "guild_id": msg.payload["guild_id"]}, intent=Intents.GUILD_MESSAGES)
+            where = {"guild_id": msg.payload["guild_id"]} if "guild_id" in msg.payload else {}
+            await self.dispatch("MESSAGE_DELETE", {"id": str(msg.id), "channel_id": str(msg.channel_id), **where},
+                                intent=self._message_intent(msg))
         self._notify()
+
+    @staticmethod
+    def _message_intent(msg: StoredMessage) -> int:
+        return Intents.GUILD_MESSAGES if "guild_id" in msg.payload else Intents.DIRECT_MESSAGES
 
     def _event_message(self, msg: StoredMessage) -> dict:
         data = copy.deepcopy(msg.payload)
+        if "guild_id" not in data:  # a private message
+            return data
         member = self.guilds[int(data["guild_id"])].members.get(msg.author_id)
         if member is not None:
             data["member"] = member.payload(with_user=False)
@@ -1563,13 +1628,13 @@ class DiscordServer:
             raise _ApiError(400, 50006, "Cannot send an empty message")
 
     def _parse_mentions(self, payload: dict, allowed: Optional[dict]) -> None:
-        content, guild = payload["content"], self.guilds[int(payload["guild_id"])]
+        content, guild = payload["content"], self.guilds.get(int(payload.get("guild_id") or 0))
         parse = None if allowed is None else set(allowed.get("parse") or [])
         ids = [int(x) for x in re.findall(r"<@!?(\d+)>", content)]
         payload["mentions"] = [self.users[i].payload() for i in dict.fromkeys(ids) if i in self.users
                                and (parse is None or "users" in parse or str(i) in (allowed.get("users") or []))]
         payload["mention_roles"] = [r for r in dict.fromkeys(re.findall(r"<@&(\d+)>", content))
-                                    if int(r) in guild.roles]
+                                    if guild is not None and int(r) in guild.roles]
         payload["mention_everyone"] = "@everyone" in content and (parse is None or "everyone" in parse)
 
     def _normalize_embed(self, embed: dict, attachments: list[dict]) -> dict:

@@ -15,7 +15,7 @@ from storage.db import open_db
 from storage.jobs import JobStore
 from storage.settings import SettingsStore
 from tests.bot.discord_server import Permissions, running_client
-from tests.bot.test_bot import draw, make_bot, result
+from tests.bot.test_bot import RESULT_WAIT, draw, make_bot, result
 
 EPHEMERAL = 64
 
@@ -67,6 +67,8 @@ def job_count(bot_settings) -> int:
 async def test_done_when_quota_settings_blocklist_and_audit(server, bot_settings, monkeypatch, capsys):
     guild = str(server.guild.id)
     operator(bot_settings, monkeypatch, capsys, "settings", "set", guild, "daily_quota", "2")
+    # Without relax time a member past the quota is refused (with it: test_relax_time_...).
+    operator(bot_settings, monkeypatch, capsys, "settings", "set", guild, "relax", "off")
     async with running_client(server, make_bot(bot_settings)):
         # Two draws go through; the third of the day is refused with the reset time.
         for seed in (1, 2):
@@ -94,9 +96,10 @@ async def test_done_when_quota_settings_blocklist_and_audit(server, bot_settings
 
         # /quota says the same; bob, who has drawn nothing, has his own 2.
         data = await answer_of(await server.slash_command(server.alice, server.general, "quota"))
-        assert "**0** of 2" in text_of(data) and data["flags"] & EPHEMERAL
+        assert "**0** of your 2" in text_of(data) and data["flags"] & EPHEMERAL
+        assert "Relax time is off" in text_of(data)
         data = await answer_of(await server.slash_command(server.bob, server.general, "quota"))
-        assert "**2** of 2" in text_of(data)
+        assert "**2** of your 2" in text_of(data) and "You are on fast time" in text_of(data)
 
         # A member without Manage Server: Discord hides /settings, and a crafted call is refused.
         with pytest.raises(PermissionError):
@@ -126,7 +129,8 @@ async def test_done_when_quota_settings_blocklist_and_audit(server, bot_settings
         assert f"{server.owner.id} (discord)  blocklist: (default) -> nasty, /gr[o0]ss/" in shown
         entries = SettingsStore(open_db(bot_settings.db_path)).audit(guild)
         assert [(e.key, e.via, e.old_value, e.new_value) for e in entries] == [
-            ("blocklist", "discord", None, ["nasty", "/gr[o0]ss/"]), ("daily_quota", "cli", None, 2)]
+            ("blocklist", "discord", None, ["nasty", "/gr[o0]ss/"]), ("relax", "cli", None, False),
+            ("daily_quota", "cli", None, 2)]
         assert entries[0].actor == str(server.owner.id) and entries[1].actor.startswith("local:")
         data = await answer_of(await server.slash_command(server.owner, server.general, "settings audit"))
         assert "blocklist" in text_of(data) and "daily_quota" in text_of(data)
@@ -210,8 +214,9 @@ async def test_one_server_never_sees_anothers_rules_history_or_jobs(server, bot_
     other = server.add_guild("Other Guild", members=[server.alice])
     elsewhere = other.channel("general")
     async with running_client(server, make_bot(bot_settings)):
-        await answer_of(await server.slash_command(server.owner, server.general, "settings set",
-                                                   {"key": "daily_quota", "value": "1"}))
+        for key, value in (("daily_quota", "1"), ("relax", "off")):
+            await answer_of(await server.slash_command(server.owner, server.general, "settings set",
+                                                       {"key": key, "value": value}))
         await result(await draw(server, server.alice, "a lighthouse"))
         job_id = re.search(r"job (\d+)", text_of(server.messages_in(server.general)[0].payload)).group(1)
         ix = await server.slash_command(server.alice, server.general, "draw", {"prompt": "again"})
@@ -232,4 +237,52 @@ async def test_one_server_never_sees_anothers_rules_history_or_jobs(server, bot_
         # And back home, history shows only that server's image.
         data = await answer_of(await server.slash_command(server.alice, server.general, "history"))
         assert "lighthouse" in text_of(data) and "a fox" not in text_of(data)
+    server.assert_clean()
+
+
+@pytest.mark.asyncio
+async def test_relax_time_past_the_fast_quota_runs_after_the_queued_fast_jobs(server, bot_settings):
+    """Alice's second draw of the day is past her fast quota of 1: it goes to the relax
+    queue, and though queued before Carol's two fast jobs it runs after both (in plain
+    fair order it would run between them). The worker runs in burst mode once all four
+    are queued, so the order is the queue's, not the timing's."""
+    from worker.runner import Worker
+
+    patron = server.add_role("Patron")
+    carol = server.add_member("carol", roles=[patron])
+    async with running_client(server, make_bot(bot_settings, run_worker=False)) as bot:
+        await answer_of(await server.slash_command(server.owner, server.general, "settings set",
+                                                   {"key": "daily_quota", "value": "1"}))
+        await answer_of(await server.slash_command(server.owner, server.general, "settings tier",
+                                                   {"role": patron, "quota": "5"}))
+        data = await answer_of(await server.slash_command(server.owner, server.general, "settings show"))
+        assert "**relax**: on" in text_of(data)  # the default, shown with the other rules
+
+        fast = await draw(server, server.alice, "a fast fox", seed=1)
+        assert "Queued, position 1" in fast.callback["data"]["content"]
+        relax = await draw(server, server.alice, "a relaxed fox", seed=2)
+        assert "relax queue, position 2" in relax.callback["data"]["content"]
+        carols = [await draw(server, carol, f"carol's fox {i}", seed=10 + i) for i in range(2)]
+        assert all("Queued" in ix.callback["data"]["content"] for ix in carols)
+        # Carol's fast jobs go ahead of it: its message moves back to the end of the queue.
+        await relax.wait_original(lambda m: "relax queue, position 4" in (m.content or ""),
+                                  timeout=RESULT_WAIT)
+
+        data = await answer_of(await server.slash_command(server.alice, server.general, "quota"))
+        text = text_of(data)
+        assert "Fast time: **0** of your 1 image left today (resets <t:" in text
+        assert "You are on relax time: your jobs run when no fast job waits." in text
+        assert "Relax time today: 1 image." in text
+        data = await answer_of(await server.slash_command(carol, server.general, "quota"))
+        assert "**3** of your 5" in text_of(data) and "You are on fast time" in text_of(data)
+
+        jobs = {j.params["prompt"]: j for j in await bot.queue.list_jobs(limit=10)}
+        assert [p for p, j in jobs.items() if j.relax] == ["a relaxed fox"]
+        assert await Worker(bot.queue, bot.images, bot_settings).run(burst=True) == 4
+        shown = [await result(ix) for ix in (fast, relax, *carols)]
+        done = sorted(await bot.queue.list_jobs(limit=10), key=lambda j: j.started_at)
+        assert [j.params["prompt"] for j in done] == [
+            "a fast fox", "carol's fox 0", "carol's fox 1", "a relaxed fox"]
+        assert "made in relax time" in shown[1].embeds[0]["footer"]["text"]
+        assert "relax" not in shown[0].embeds[0]["footer"]["text"]
     server.assert_clean()

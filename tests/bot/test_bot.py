@@ -491,8 +491,9 @@ async def test_cancel_button_reaction_and_queue_cancel_stop_jobs_and_free_the_qu
     from worker.policy import change_setting
 
     guild = str(server.guild.id)
-    change_setting(SettingsStore(open_db(bot_settings.db_path)), bot_settings, guild,
-                   "daily_quota", "2", actor="1", via="cli")
+    for key, value in (("daily_quota", "2"), ("relax", "off")):  # past the quota: refused
+        change_setting(SettingsStore(open_db(bot_settings.db_path)), bot_settings, guild,
+                       key, value, actor="1", via="cli")
     bot_settings.models["tiny"].steps = 150  # long enough to be caught running
     async with running_client(server, make_bot(bot_settings)) as bot:
         first = await draw(server, server.alice, seed=1)

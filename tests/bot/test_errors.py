@@ -29,6 +29,7 @@ def test_a_channel_refusal_names_the_channels_as_mentions(store, settings):
 
 def test_a_quota_refusal_says_when_as_a_discord_timestamp(store, settings):
     set_(store, settings, "daily_quota", "1")
+    set_(store, settings, "relax", "off")  # else the second job goes to relax time
     submit(store, settings, alice())
     with pytest.raises(Refusal) as info:
         submit(store, settings, alice())
