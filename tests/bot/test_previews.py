@@ -19,14 +19,15 @@ def image_format(data: bytes) -> str:
 
 @pytest.mark.asyncio
 async def test_a_running_draw_shows_previews_then_only_the_result(server, bot_settings):
-    # Long enough (about 3 s on a CPU) to outlast the first 1.5 s between edits.
-    bot_settings.models["tiny"].steps = 40
+    # Long enough to outlast the first 1.5 s between edits even on a fast, idle machine,
+    # where the tiny pipeline makes 40 steps in under 1.5 s.
+    bot_settings.models["tiny"].steps = 120
     async with running_client(server, make_bot(bot_settings)) as bot:
         ix = await draw(server, server.alice, seed=2)
         message = await ix.wait_original(has_image, timeout=120)  # slow only on a loaded machine
         stored = server.message(message.id)
         edits = [e.payload for e in stored.edits]
-        # Progress edits that carry a preview: a JPEG attachment, with "step k of 40".
+        # Progress edits that carry a preview: a JPEG attachment, with "step k of 120".
         shown = [i for i, e in enumerate(edits) if e["attachments"] and
                  e["attachments"][0]["filename"].endswith("-preview.jpg")]
         assert shown, [e["content"] for e in edits]
@@ -34,7 +35,7 @@ async def test_a_running_draw_shows_previews_then_only_the_result(server, bot_se
             (attachment,) = edits[i]["attachments"]
             assert image_format(stored.files[attachment["id"]].data) == "JPEG"
             assert attachment["content_type"] == "image/jpeg"
-            assert "of 40" in edits[i]["content"]
+            assert "of 120" in edits[i]["content"]
         # ...all before the result, which holds only its PNG: the preview is gone.
         assert shown[-1] < len(edits) - 1
         (final,) = message.attachments
