@@ -103,7 +103,9 @@ async def test_a_draw_is_served_by_a_remote_worker_and_survives_its_death(
             message = await ix.wait_original(has_image, timeout=120)
             redone = await bot.queue.get(job_id)
             assert redone.status is JobStatus.SUCCEEDED and redone.worker_id == "gpu-box-2"
-            assert redone.attempts == 2
+            # 2, or 3 when the 3 s lease ran out while the dead worker's fleet key (8 s) still
+            # said it was alive, so the job was handed to it once more before gpu-box-2.
+            assert redone.attempts in (2, 3)
             assert len(await bot.queue.images(job_id)) == 1
         server.assert_clean()
     finally:
