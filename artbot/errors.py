@@ -76,3 +76,16 @@ class ModelNotFound(UserError):
     """The model named is not a folder, a checkpoint file or a cached hub model."""
 
     exit_code = 1
+
+
+class StorageFault(UserError):
+    """The data directory cannot be used: read-only, full, locked by a stalled process,
+    corrupted or not a database. `storage.faults.explain` makes one from the OSError or
+    sqlite3 error where it enters; its message says what happened and what to do, for
+    the operator; `reason` is the short form a member may read ("the disk is full")."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, reason: str):
+        super().__init__(message)
+        self.reason = reason

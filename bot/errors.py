@@ -24,7 +24,7 @@ from typing import Any
 import discord
 from discord import app_commands
 
-from artbot.errors import Refusal, UserError
+from artbot.errors import Refusal, StorageFault, UserError
 from bot.i18n import MESSAGES, has_text, t
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,11 @@ def user_text(error: UserError, locale) -> str:
 
 def describe(error: BaseException, locale, *, where: str) -> str:
     """What the user sees for `error`; a bug is logged here, once, with its reference."""
+    if isinstance(error, StorageFault):
+        # The operator's fault to fix, not the member's: the log has the whole message
+        # (paths, what to do); the member gets the short reason.
+        log.error("storage fault in %s: %s", where, error.message)
+        return t("storage_fault", locale, reason=error.reason)
     if isinstance(error, UserError):
         return user_text(error, locale)
     if isinstance(error, app_commands.CheckFailure):

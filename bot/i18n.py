@@ -153,6 +153,11 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "Something went wrong on our side (error {ref}). The bot's operator can look it up.",
         "zh": "我们这边出了问题（错误编号 {ref}），机器人管理员可以据此排查。",
     },
+    "storage_fault": {
+        "en": "The bot cannot save anything right now ({reason}). Its operator has been told; "
+              "nothing of yours was lost, so try again a little later.",
+        "zh": "机器人现在无法保存任何内容（{reason}）。管理员已收到通知；你的内容没有丢失，请稍后再试。",
+    },
     "delete_refused": {
         "en": "Only the person who asked for this image, or someone who can manage messages, can delete it.",
         "zh": "只有发起者或有管理消息权限的人才能删除这张图。",

@@ -103,7 +103,9 @@ async def image_of(bot: ArtBot, job: Job, idx: int | None) -> ImageRecord:
     images = await bot.queue.images(job.id)
     if not images:
         raise refuse("job_not_image", job=job.id)
-    return images[min(idx or 0, len(images) - 1)]
+    record = images[min(idx or 0, len(images) - 1)]
+    bot.images.by_sha(record.sha256)  # a lost file (ImageLost) is said before a job is queued
+    return record
 
 
 async def variation_spec(bot: ArtBot, settings: Settings, job: Job, idx: int | None,

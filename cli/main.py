@@ -16,6 +16,8 @@
     artbot jobs
     artbot workers
     artbot cancel JOB_ID
+    artbot doctor [--repair] [--quick]   # check the data directory
+    artbot backup PATH [--force]        # a consistent copy of the database
     artbot worker [--burst] [--connect redis://HOST:PORT [--name NAME] [--models A,B]]
     artbot dispatch [--connect redis://HOST:PORT]   # jobs to remote workers, no Discord
     artbot run                      # the Discord bot with a local worker
@@ -39,13 +41,16 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sqlite3
 import sys
 
 from artbot import __version__
 from artbot.config import load_settings
 from artbot.errors import UserError
 from cli.fleet import cmd_workers
+from storage.faults import explain
 from cli.listing import cmd_cancel, cmd_history, cmd_jobs
+from cli.maintenance import cmd_backup, cmd_doctor
 from cli.models import cmd_models
 from cli.requests import (cmd_blend, cmd_describe, cmd_draw, cmd_outpaint, cmd_stylize,
                           cmd_upscale, cmd_vary)
@@ -270,6 +275,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_positive_int, default=20, help="audit: how many changes")
     p.set_defaults(func=cmd_settings)
 
+    p = sub.add_parser("doctor", help="check the data directory: database, images, free space",
+                       description="Check the data directory: the database's integrity and "
+                       "migrations, every stored image (there, and its bytes matching its "
+                       "sha256), files no job references, jobs left running, free space. "
+                       "Exit 1 when it finds a problem.")
+    p.add_argument("--repair", action="store_true",
+                   help="mark lost images, remove orphan files, requeue abandoned jobs")
+    p.add_argument("--quick", action="store_true", help="do not hash every image")
+    p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("backup", help="copy the database consistently, even while the bot runs",
+                       description="Copy artbot.db with SQLite's backup API: a consistent "
+                       "copy while the bot and workers keep writing. PATH is a file, or a "
+                       "folder to put artbot-DATE-TIME.db in. The images are files: copy "
+                       "the images folder beside it.")
+    p.add_argument("path", metavar="PATH")
+    p.add_argument("--force", action="store_true", help="replace PATH if it exists")
+    p.set_defaults(func=cmd_backup)
+
     p = sub.add_parser("run", help="run the Discord bot with a local worker",
                        description="Run the Discord bot and a local worker in one process. "
                        "Needs DISCORD_TOKEN; ARTBOT_DISCORD_API_BASE and ARTBOT_DISCORD_GATEWAY "
@@ -332,11 +356,25 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return exc.exit_code
-    except BrokenPipeError:
-        # `artbot history | head`: the reader left. Say nothing more (Python's advice:
-        # point stdout at devnull so the flush at exit does not raise again).
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
+    except (sqlite3.Error, OSError) as exc:
+        if isinstance(exc, BrokenPipeError):
+            # `artbot history | head`: the reader left. Say nothing more (Python's advice:
+            # point stdout at devnull so the flush at exit does not raise again).
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 1
+        # A fault of the disk or a file that no layer below said in words (an --out
+        # path on a full disk, a folder that is read-only): said here, once.
+        fault = explain(exc, getattr(exc, "filename", None) or _data_dir())
+        if fault is None:
+            raise
+        print(f"error: {fault.message}", file=sys.stderr)
+        return fault.exit_code
+
+def _data_dir() -> str:
+    try:
+        return str(load_settings().data_dir)
+    except Exception:  # noqa: BLE001 - only for naming the folder in a message
+        return "the data directory"
 
 
 if __name__ == "__main__":

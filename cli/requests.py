@@ -22,7 +22,7 @@ from pathlib import Path
 from artbot.config import Settings
 from artbot.errors import InvalidRequest
 from cli.connect import run_on_queue
-from storage.images import ImageStore, content_address, encode_png
+from storage.images import ImageLost, ImageStore, content_address, encode_png
 from storage.jobs import JobStatus
 from worker.loras import parse_lora
 from worker.policy import Requester
@@ -209,6 +209,8 @@ async def save_result(queue: JobQueue, settings: Settings, job_id: int, out: str
     root = Path(settings.image_dir)
     for record, path in zip(images, output_paths(out, job.id, len(images))):
         path = path.expanduser()
+        if not (root / record.path).is_file():
+            raise ImageLost(record.path)
         shutil.copyfile(root / record.path, path)
         print(f"{path}  seed {record.seed}  {record.width}x{record.height}")
     print(f"job {job.id} done in {job.run_seconds:.1f}s with {job.model}", file=sys.stderr)
@@ -353,6 +355,7 @@ def _source_image(settings: Settings, here: Settings, text: str, *, model: str |
             raise InvalidRequest(f"Job {job_id} has {len(images)} image(s); --image takes "
                                  f"1..{len(images)}.")
         record = images[index]
+        ImageStore(settings.image_dir).by_sha(record.sha256)  # ImageLost: said before queueing
         return job, record.sha256, (record.width, record.height), record.seed, []
     image = InputImage(text, "Image")
     return file_parent(here, model), image.sha256, image.size, None, [image]

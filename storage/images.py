@@ -18,6 +18,21 @@ from pathlib import Path
 
 from PIL import Image, PngImagePlugin
 
+from artbot.errors import UserError
+from storage.faults import explain
+
+
+class ImageLost(UserError):
+    """A stored image's file is gone (deleted by hand, a disk restored without it)."""
+
+    exit_code = 1
+
+    def __init__(self, relative_path: str):
+        super().__init__("That image is no longer in the image store (its file was deleted or "
+                         "lost); its prompt and seed are kept, so it can be drawn again. "
+                         "`artbot doctor` lists lost images.")
+        self.path = relative_path
+
 
 @dataclass(frozen=True)
 class StoredImage:
@@ -50,7 +65,10 @@ def content_address(data: bytes) -> str:
 class ImageStore:
     def __init__(self, root: str | Path):
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            _raise_fault(exc, self.root)
 
     def path_for(self, sha256: str, suffix: str = ".png") -> Path:
         return self.root / sha256[:2] / sha256[2:4] / f"{sha256}{suffix}"
@@ -60,17 +78,22 @@ class ImageStore:
         digest = content_address(data)
         target = self.path_for(digest, suffix)
         if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+            except OSError as exc:
+                _raise_fault(exc, self.root)
             try:
                 with os.fdopen(fd, "wb") as fh:
                     fh.write(data)
                     fh.flush()
                     os.fsync(fh.fileno())
                 os.replace(tmp, target)
-            except BaseException:
+            except BaseException as exc:
                 if os.path.exists(tmp):
                     os.unlink(tmp)
+                if isinstance(exc, OSError):
+                    _raise_fault(exc, self.root)
                 raise
         return digest, target
 
@@ -84,16 +107,31 @@ class ImageStore:
         )
 
     def open(self, relative_path: str) -> Image.Image:
-        with Image.open(self.root / relative_path) as im:
-            im.load()
-            return im
+        try:
+            with Image.open(self.root / relative_path) as im:
+                im.load()
+                return im
+        except FileNotFoundError:
+            raise ImageLost(relative_path) from None
 
     def read_bytes(self, relative_path: str) -> bytes:
-        return (self.root / relative_path).read_bytes()
+        try:
+            return (self.root / relative_path).read_bytes()
+        except FileNotFoundError:
+            raise ImageLost(relative_path) from None
 
     def by_sha(self, sha256: str) -> Path:
         """Absolute path of a stored PNG, by digest (for inputs referenced by jobs)."""
         path = self.path_for(sha256)
         if not path.exists():
-            raise FileNotFoundError(f"image {sha256} is not in the store at {self.root}")
+            raise ImageLost(str(path.relative_to(self.root)))
         return path
+
+
+def _raise_fault(exc: OSError, root: Path) -> None:
+    """Raise a full disk or a read-only folder as the `StorageFault` it is (a half-written
+    temporary file is already gone); any other OSError as it was."""
+    fault = explain(exc, root)
+    if fault is None:
+        raise exc
+    raise fault from exc

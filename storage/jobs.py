@@ -66,6 +66,7 @@ class ImageRecord:
     sha256: str
     width: int
     height: int
+    lost: bool = False  # its file was found gone or changed (`artbot doctor --repair`)
 
 
 @dataclass
@@ -493,8 +494,8 @@ class JobStore:
         return [
             ImageRecord(**r)
             for r in self._all(
-                "SELECT job_id, idx, seed, path, sha256, width, height FROM images "
-                "WHERE job_id = ? ORDER BY idx",
+                "SELECT job_id, idx, seed, path, sha256, width, height, "
+                "lost_at IS NOT NULL AS lost FROM images WHERE job_id = ? ORDER BY idx",
                 (job_id,),
             )
         ]

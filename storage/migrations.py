@@ -247,6 +247,18 @@ def _relax(db: sqlite_utils.Database) -> None:
     )
 
 
+@migration(9, "images.lost_at: images whose file `artbot doctor --repair` found gone")
+def _lost_images(db: sqlite_utils.Database) -> None:
+    _run_script(
+        db,
+        """
+        -- When `artbot doctor --repair` found the file missing or its bytes changed; NULL
+        -- for an image that is there. The row stays: its seed and parameters still are.
+        ALTER TABLE images ADD COLUMN lost_at REAL;
+        """,
+    )
+
+
 def migrate(db: sqlite_utils.Database) -> list[int]:
     """Apply every migration not yet recorded; return the numbers applied."""
     conn = db.conn

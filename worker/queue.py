@@ -25,6 +25,7 @@ import abc
 import asyncio
 import concurrent.futures
 import logging
+import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ import sqlite_utils
 
 from artbot.config import Settings
 from storage.db import open_db
+from storage.faults import explain
 from storage.images import StoredImage
 from storage.jobs import ImageRecord, Job, JobStatus, JobStore
 from storage.messages import MessageLink, MessageStore
@@ -370,7 +372,20 @@ class LocalJobQueue(JobQueue):
         def run() -> T:
             if self._db is None:
                 self._db = open_db(self.db_path)
-            return fn(self._db, *args, **kwargs)
+            try:
+                return fn(self._db, *args, **kwargs)
+            except (sqlite3.Error, OSError) as exc:
+                # The disk or the file failing (full, read-only, locked, damaged) is
+                # said in words; anything else is a bug and stays as it is.
+                fault = explain(exc, self.db_path)
+                if fault is None:
+                    raise
+                if self._db.conn.in_transaction:
+                    try:
+                        self._db.conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass  # the transaction is gone with the fault
+                raise fault from exc
 
         return await asyncio.get_running_loop().run_in_executor(self._executor, run)
 

@@ -32,8 +32,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from artbot.config import Settings
-from artbot.errors import UserError
+from artbot.errors import StorageFault, UserError
 from generators.base import GenerationRequest, GenerationResult, Generator, Task
+from storage.faults import can_write
 from storage.images import ImageStore, StoredImage
 from storage.jobs import Job, JobStatus, this_worker_id
 from worker.loras import lora_path
@@ -48,6 +49,12 @@ SEEN_EVERY_S = 2.0
 PREVIEW_EVERY_S = 1.5
 # Previews are JPEGs no larger than this on their longer side, in pixels.
 PREVIEW_SIDE = 256
+
+# After a storage fault (disk full, read-only, database locked) the worker waits before
+# its next claim: this long at first, doubling up to STORAGE_PAUSE_MAX_S, so that a full
+# disk does not turn every queued job into a failure in seconds.
+STORAGE_PAUSE_S = 2.0
+STORAGE_PAUSE_MAX_S = 60.0
 
 # (family, model, device, dtype) -> Generator
 GeneratorLoader = Callable[[str, str, Any, Any], Generator]
@@ -110,6 +117,9 @@ class Worker:
         # for the rest of this worker's life when the device runs out of memory.
         self.batch_images = max(1, settings.max_batch_images)
         self._stopping = asyncio.Event()
+        self._burst = False
+        # Seconds to wait before the next claim after a storage fault; 0 while storage works.
+        self._storage_pause = 0.0
         self._device = None
         self._dtype = None
         self.jobs_done = 0
@@ -218,7 +228,13 @@ class Worker:
         self._stopping.set()
 
     async def run(self, *, burst: bool = False) -> int:
-        """Run jobs until `stop()` (or, with burst, until the queue is empty). Returns jobs run."""
+        """Run jobs until `stop()` (or, with burst, until the queue is empty). Returns jobs run.
+
+        A storage fault (`StorageFault`: disk full, read-only, database locked) ends a
+        burst run with that fault; a long-running worker says it once, pauses and tries
+        again, and its running jobs go back on the queue when their results cannot be
+        recorded (`_settle`)."""
+        self._burst = burst
         done = 0
         await self.queue.requeue_abandoned(max_attempts=self.settings.max_attempts)
         last_sweep = time.monotonic()
@@ -227,9 +243,18 @@ class Worker:
         alive = asyncio.create_task(self._say_alive())
         try:
             while not self._stopping.is_set():
-                jobs = await self.queue.claim(self.worker_id, lease_s=self.settings.lease_s,
-                                              max_jobs=self.batch_images,
-                                              max_images=self.batch_images)
+                if self._storage_pause:
+                    await self._pause_for_storage()
+                    continue
+                try:
+                    jobs = await self.queue.claim(self.worker_id, lease_s=self.settings.lease_s,
+                                                  max_jobs=self.batch_images,
+                                                  max_images=self.batch_images)
+                except StorageFault as fault:
+                    if burst:
+                        raise
+                    self._storage_fault(fault)
+                    continue
                 if not jobs:
                     if burst:
                         break
@@ -241,13 +266,47 @@ class Worker:
                         )
                         last_sweep = time.monotonic()
                     continue
-                await self.run_jobs(jobs)
+                try:
+                    await self.run_jobs(jobs)
+                except StorageFault as fault:
+                    if burst:
+                        raise
+                    # Jobs whose end could not be recorded keep their lease until it runs
+                    # out; this worker's sweep (or the next one's) puts them back.
+                    self._storage_fault(fault)
+                    continue
                 done += len(jobs)
                 self.jobs_done += len(jobs)
         finally:
             alive.cancel()
-            await self.queue.worker_gone(self.worker_id)
+            try:
+                await self.queue.worker_gone(self.worker_id)
+            except StorageFault as fault:  # the fault already being raised says it
+                log.warning("worker %s could not sign off: %s", self.worker_id, fault.message)
         return done
+
+    def _storage_fault(self, fault: StorageFault) -> None:
+        """Note a storage fault: said once per streak (not once a second), then a pause."""
+        if not self._storage_pause:
+            log.error("storage fault, jobs paused: %s", fault.message)
+        self._storage_pause = min(STORAGE_PAUSE_MAX_S,
+                                  max(STORAGE_PAUSE_S, self._storage_pause * 2))
+
+    async def _pause_for_storage(self) -> None:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), timeout=self._storage_pause)
+        except asyncio.TimeoutError:
+            pass
+        try:
+            await self.queue.worker_seen(self.worker_id, self.loaded_models(), self.describe())
+        except StorageFault:
+            self._storage_pause = min(STORAGE_PAUSE_MAX_S, self._storage_pause * 2)
+            return
+        if not await asyncio.to_thread(can_write, self.images.root):
+            self._storage_pause = min(STORAGE_PAUSE_MAX_S, self._storage_pause * 2)
+            return
+        log.warning("storage answers again; jobs resume")
+        self._storage_pause = 0.0
 
     def loaded_models(self) -> list[str]:
         """The model references this worker holds in memory (for `artbot models`)."""
@@ -331,13 +390,15 @@ class Worker:
                     self._device_thread, self._generate, [r for r, _ in live],
                     [q for _, q in live], self._progress_for([r for r, _ in live], loop))
                 for running, _ in live:
-                    statuses[running.job.id] = await self._conclude(
+                    statuses[running.job.id] = await self._settle(
                         running, outcomes.get(running.job.id), revision,
                         time.monotonic() - started)
+        except StorageFault:
+            raise  # results that could not be recorded, in a burst run: the caller says it
         except Exception as exc:  # noqa: BLE001 - the model would not load: every job fails
             for running in runs:
                 if running.job.id not in statuses:
-                    statuses[running.job.id] = await self._conclude(
+                    statuses[running.job.id] = await self._settle(
                         running, exc, None, time.monotonic() - started)
         finally:
             for beat in beats:
@@ -409,8 +470,39 @@ class Worker:
             return JobStatus.SUCCEEDED
         return await self._fail(job, outcome)
 
+    async def _settle(self, running: _Running, outcome, revision: str | None,
+                      run_seconds: float) -> JobStatus:
+        """`_conclude`, and when the database cannot take the outcome (full, read-only,
+        locked), the job goes back on the queue instead of staying `running`: at once if
+        that write goes through, else after pauses until it does. A burst run (the CLI)
+        gives up at the first fault and raises it; its job's lease then runs out and the
+        next worker puts it back."""
+        try:
+            return await self._conclude(running, outcome, revision, run_seconds)
+        except StorageFault as fault:
+            log.error("job %d: its outcome could not be recorded: %s", running.job.id,
+                      fault.message)
+            self._storage_fault(fault)
+            while True:
+                try:
+                    await self.queue.requeue(running.job)
+                    log.warning("job %d is back on the queue", running.job.id)
+                    return JobStatus.QUEUED
+                except StorageFault:
+                    if self._burst or self._stopping.is_set():
+                        raise fault from None
+                    await asyncio.sleep(self._storage_pause)
+                    self._storage_fault(fault)
+
     async def _fail(self, job: Job, exc: BaseException | None) -> JobStatus:
-        if isinstance(exc, UserError):
+        if isinstance(exc, StorageFault):
+            # Its images could not be written (disk full, read-only). The member reads
+            # the short reason; the operator's log has the whole fault.
+            log.error("job %d: %s", job.id, exc.message)
+            self._storage_fault(exc)
+            message = (f"The result could not be saved: {exc.reason}. Nothing else was lost; "
+                       f"run it again once the operator has fixed that.")
+        elif isinstance(exc, UserError):
             message = exc.message
         else:
             if exc is not None:

@@ -48,3 +48,16 @@ def test_the_bots_own_refusals_and_bugs(caplog):
     logged = [r for r in caplog.records if "a test" in r.getMessage()]
     assert len(logged) == 1 and ref in logged[0].getMessage()
     assert "secret detail" in str(logged[0].exc_info[1])
+
+
+def test_a_storage_fault_tells_the_member_the_short_reason_and_the_log_the_whole(tmp_path, caplog):
+    from storage.faults import disk_full
+
+    fault = disk_full(tmp_path / "data" / "artbot.db")
+    with caplog.at_level("ERROR", logger="bot.errors"):
+        text = describe(fault, "en-US", where="interaction 1 (draw)")
+    assert text.startswith("The bot cannot save anything right now (the disk is full).")
+    assert str(tmp_path) not in text  # no paths for members
+    assert str(tmp_path) in caplog.text and "Free some space" in caplog.text
+    assert "Traceback" not in caplog.text
+    assert describe(fault, "zh-CN", where="x").startswith("机器人现在无法保存")
