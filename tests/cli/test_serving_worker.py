@@ -74,3 +74,49 @@ def test_a_worker_that_stops_answering_does_not_leave_the_cli_waiting(env, tiny_
     assert "serves this data directory; waiting" in r.stderr
     assert "no worker serves this data directory any more; running it here" in r.stderr
     assert (work / "fox.png").is_file()
+
+
+def test_sigterm_hands_the_running_job_back_at_once(env, tiny_pipeline):  # noqa: F811
+    """`artbot worker` stopped by SIGTERM (systemd, docker stop) mid-job: the job is
+    `queued` again the moment it exits, not `running` until a later worker notices its
+    lease ran out. (SIGINT, Ctrl-C, goes through the same handler: cli.serve.)"""
+    import asyncio
+
+    from artbot.config import Settings
+    from worker.policy import Requester
+    from worker.queue import LocalJobQueue
+    from worker.requests import build_draw
+
+    data, work = env
+    settings = Settings(data_dir=data, default_model=str(tiny_pipeline), device="cpu")
+
+    async def queue_one() -> int:
+        async with LocalJobQueue(settings.db_path) as queue:
+            spec = build_draw(settings, prompt="a slow fox", steps=150, size="64x64", seed=1)
+            return (await queue.submit(spec, requester=Requester("local:me", "cli"),
+                                       settings=settings)).id
+
+    for sig in (signal.SIGTERM,):
+        job_id = asyncio.run(queue_one())
+        worker = start_worker(data, work)
+        try:
+            deadline = time.time() + 60
+            while time.time() < deadline:
+                conn = sqlite3.connect(data / "artbot.db")
+                status, step = conn.execute("SELECT status, progress_step FROM jobs WHERE id = ?",
+                                            (job_id,)).fetchone()
+                conn.close()
+                if status == "running" and step:
+                    break
+                time.sleep(0.1)
+            assert status == "running", status
+            worker.send_signal(sig)
+            assert worker.wait(timeout=30) in (0, 130)
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+        conn = sqlite3.connect(data / "artbot.db")
+        status, token = conn.execute("SELECT status, claim_token FROM jobs WHERE id = ?",
+                                     (job_id,)).fetchone()
+        conn.close()
+        assert (status, token) == ("queued", None), sig
