@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from artbot.config import Settings, masked_url
+from artbot.errors import StorageFault
 from storage.images import ImageStore, StoredImage
 from storage.jobs import Job, JobStatus
 from worker.queue import JobEvent, JobQueue
@@ -142,6 +143,11 @@ class Dispatcher:
             except CONNECTION_ERRORS as exc:
                 self.connected = False
                 await backoff.failed(exc)
+            except StorageFault as fault:
+                # The disk or the database failed (full, read-only, locked): results stay
+                # unacknowledged in Redis, so workers resend them once storage answers.
+                log.error("dispatcher: %s: %s", step.__name__.strip("_"), fault.message)
+                await asyncio.sleep(5.0)
             except Exception:  # noqa: BLE001 - logged; the dispatcher keeps serving
                 log.exception("dispatcher: %s failed; going on", step.__name__)
                 await asyncio.sleep(1.0)
