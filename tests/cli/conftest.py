@@ -6,20 +6,9 @@ tests/cli/test_cli.py runs the real script in subprocesses."""
 
 import pytest
 
-from cli.main import main
+from tests.cli_runner import in_process_artbot
 
 
 @pytest.fixture
 def artbot(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("ARTBOT_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("ARTBOT_DEVICE", "cpu")
-    monkeypatch.delenv("ARTBOT_CONFIG", raising=False)
-    monkeypatch.chdir(tmp_path)
-
-    def run(*args):
-        code = main(list(args))
-        out = capsys.readouterr()
-        return code, out.out, out.err.strip()
-
-    run.db = tmp_path / "data" / "artbot.db"
-    return run
+    return in_process_artbot(tmp_path, monkeypatch, capsys, strip=True)
