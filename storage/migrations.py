@@ -259,6 +259,29 @@ def _lost_images(db: sqlite_utils.Database) -> None:
     )
 
 
+@migration(10, "privacy: usage kept from deleted jobs; indexes for deleting a member's data")
+def _privacy(db: sqlite_utils.Database) -> None:
+    _run_script(
+        db,
+        """
+        -- What the quota and the cooldown still need of a job that `forget` or a server's
+        -- retention deleted: when it was queued and how many images counted. No prompt,
+        -- no image; a row is removed once it is older than any quota day (two days).
+        CREATE TABLE usage_kept (
+            server_id TEXT,                 -- NULL: a job of no server (the CLI)
+            user_id TEXT NOT NULL,
+            created_at REAL NOT NULL,       -- when the deleted job was queued
+            images INTEGER NOT NULL,        -- images it counted against the quota (0: none)
+            relax INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX usage_kept_user ON usage_kept(server_id, user_id, created_at);
+        -- Retention: a server's jobs older than a time. Deleting a job: the jobs made from it.
+        CREATE INDEX jobs_server_created ON jobs(server_id, created_at);
+        CREATE INDEX jobs_parent ON jobs(parent_id);
+        """,
+    )
+
+
 def migrate(db: sqlite_utils.Database) -> list[int]:
     """Apply every migration not yet recorded; return the numbers applied."""
     conn = db.conn

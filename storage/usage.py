@@ -3,7 +3,9 @@ daily quota and /stats, read from the jobs and images tables.
 
 Nothing is counted separately: a job's images count from the moment it is
 queued, and a job that fails or is canceled simply stops counting, which is
-how the quota refunds it. Works on the caller's connection, so the gate can
+how the quota refunds it. A job the member deleted (`/forget`, a server's
+retention) leaves a row in `usage_kept` for two days, with only its time and
+image count, so that deleting cannot reset a quota or a cooldown. Works on the caller's connection, so the gate can
 count inside the transaction that inserts a job.
 """
 
@@ -50,13 +52,20 @@ class Usage:
             "AND status IN ('queued', 'running', 'succeeded') AND relax = ?",
             (server_id, user_id, since, int(relax)),
         ).fetchone()
-        return int(n)
+        (kept,) = self.conn.execute(
+            "SELECT COALESCE(SUM(images), 0) FROM usage_kept "
+            "WHERE server_id IS ? AND user_id = ? AND created_at >= ? AND relax = ?",
+            (server_id, user_id, since, int(relax)),
+        ).fetchone()
+        return int(n) + int(kept)
 
     def last_job_at(self, server_id: str | None, user_id: str) -> float | None:
         """When the user last queued a job in this server (for the cooldown)."""
         (at,) = self.conn.execute(
-            "SELECT MAX(created_at) FROM jobs WHERE server_id IS ? AND user_id = ?",
-            (server_id, user_id),
+            "SELECT MAX(at) FROM (SELECT MAX(created_at) AS at FROM jobs "
+            "WHERE server_id IS ? AND user_id = ? UNION ALL SELECT MAX(created_at) "
+            "FROM usage_kept WHERE server_id IS ? AND user_id = ?)",
+            (server_id, user_id, server_id, user_id),
         ).fetchone()
         return at
 
