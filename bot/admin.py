@@ -23,8 +23,9 @@ from bot.i18n import t
 from bot.permissions import require_manage_server
 from storage.workers import LIVE_WITHIN_S
 from worker.fleet import WorkerSummary, summarize_worker
-from worker.gate import day_start, images
+from worker.gate import images
 from worker.policy import Policy
+from worker.quota_day import day_start
 from worker.server_settings import KEYS, format_value
 
 WEEK = 7 * 86_400
@@ -213,6 +214,7 @@ async def setup(bot: ArtBot) -> None:
         if status.cooldown_until:
             lines.append(t("quota_cooldown", locale, when=f"<t:{int(status.cooldown_until) + 1}:R>"))
         lines.append(t("quota_queued", locale, pending=status.pending, limit=status.max_queued))
+        lines.append(t("quota_day", locale, zone=status.timezone))
         embed = discord.Embed(title=t("quota_title", locale), description="\n".join(lines),
                               colour=discord.Colour.blurple())
         await interaction.response.send_message(embed=embed, ephemeral=True)
@@ -225,7 +227,8 @@ async def setup(bot: ArtBot) -> None:
         locale = interaction.locale
         server = str(interaction.guild_id)
         now = time.time()
-        data = await bot.queue.server_stats(server, day_start=day_start(now),
+        zone = (await bot.rules(interaction.guild_id))["timezone"]  # "today" is the server's day
+        data = await bot.queue.server_stats(server, day_start=day_start(now, zone),
                                             week_start=now - WEEK)
         embed = discord.Embed(title=t("stats_title", locale, server=interaction.guild.name
                                       if interaction.guild else server),

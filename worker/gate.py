@@ -8,9 +8,10 @@ user's queued jobs, the cooldown and the daily image quota. Every front door
 round it exists, and fifty simultaneous requests cannot overspend a quota.
 
 Quota is counted from the jobs table itself (`storage.usage`): the images of a
-user's queued, running and succeeded fast jobs in the server since midnight
-UTC. A job that fails or is canceled stops counting, which is the refund; a
-restart loses nothing.
+user's queued, running and succeeded fast jobs in the server since the last
+midnight in the server's `timezone` (`worker.quota_day`; UTC by default). A
+job that fails or is canceled stops counting, which is the refund; a restart
+loses nothing.
 
 Fast and relax time (as Midjourney has them): the daily quota (or the member's
 role tier) is their amount of fast images. Past it, where the server's `relax`
@@ -31,13 +32,8 @@ from artbot.errors import Refusal
 from storage.settings import SettingsStore
 from storage.usage import Usage
 from worker.policy import Policy, Requester, family_group
+from worker.quota_day import day_start, next_day_start
 from worker.requests import JobSpec
-from worker.server_settings import DAY
-
-
-def day_start(now: float) -> float:
-    """The start of the quota day (midnight UTC) that `now` is in."""
-    return now - now % DAY
 
 
 def admit(db: sqlite_utils.Database, spec: JobSpec, requester: Requester, settings: Settings,
@@ -73,7 +69,8 @@ def admit(db: sqlite_utils.Database, spec: JobSpec, requester: Requester, settin
                           retry_at=last + cooldown)
         quota = policy.daily_quota(requester.role_ids)
         if quota is not None:
-            used = usage.images_since(server, requester.user_id, day_start(now))
+            zone = policy["timezone"]
+            used = usage.images_since(server, requester.user_id, day_start(now, zone))
             asked = len(spec.seeds)
             if used + asked > quota and policy["relax"]:
                 relax = True
@@ -83,9 +80,10 @@ def admit(db: sqlite_utils.Database, spec: JobSpec, requester: Requester, settin
                     raise Refusal(
                         "quota_partial", "You have {left} of your {images} left today; "
                         "ask for {left} or fewer, or wait until the quota resets {when}.",
-                        retry_at=day_start(now) + DAY, left=left, quota=quota, images=images(quota))
+                        retry_at=next_day_start(now, zone), left=left, quota=quota,
+                        images=images(quota))
                 raise Refusal("quota", "You have used your {images} for today; "
-                              "the quota resets {when}.", retry_at=day_start(now) + DAY,
+                              "the quota resets {when}.", retry_at=next_day_start(now, zone),
                               quota=quota, images=images(quota))
     extra: dict[str, Any] = {}
     if relax:
@@ -111,12 +109,13 @@ def gate(spec: JobSpec, requester: Requester, settings: Settings,
 class QuotaStatus:
     quota: int | None  # fast images a day; None: unlimited
     used: int  # fast images today
-    resets_at: float
+    resets_at: float  # the next midnight in `timezone`
     cooldown_until: float | None  # set while the member must wait
     pending: int
     max_queued: int
     relax_enabled: bool = True  # the server's `relax`: past the quota, jobs go to relax
     relax_used: int = 0  # images today in relax time
+    timezone: str = "UTC"  # the server's quota day runs from midnight to midnight here
 
     @property
     def left(self) -> int | None:
@@ -140,14 +139,16 @@ def quota_status(db: sqlite_utils.Database, settings: Settings, requester: Reque
     usage = Usage(db)
     last = usage.last_job_at(requester.server_id, requester.user_id)
     cooldown_until = last + policy["cooldown"] if last is not None and policy["cooldown"] else None
+    zone = policy["timezone"]
+    today = day_start(now, zone)
     return QuotaStatus(
         quota=policy.daily_quota(requester.role_ids),
-        used=usage.images_since(requester.server_id, requester.user_id, day_start(now)),
-        resets_at=day_start(now) + DAY,
+        used=usage.images_since(requester.server_id, requester.user_id, today),
+        resets_at=next_day_start(now, zone),
         cooldown_until=cooldown_until if cooldown_until and cooldown_until > now else None,
         pending=usage.pending_count(requester.user_id),
         max_queued=policy["max_queued"],
         relax_enabled=bool(policy["relax"]),
-        relax_used=usage.images_since(requester.server_id, requester.user_id, day_start(now),
-                                      relax=True),
+        relax_used=usage.images_since(requester.server_id, requester.user_id, today, relax=True),
+        timezone=zone,
     )

@@ -15,6 +15,7 @@ again inside the transaction that queues the job.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,9 +23,11 @@ from artbot.config import Settings
 from artbot.errors import InvalidRequest, Refusal
 from generators.bundled import family_of
 from storage.settings import SettingsStore
-from worker.prompts import Blocklist
+from worker.prompts import CHECK_TIME_S, Blocklist, Unchecked
 from worker.requests import TOOL_FAMILIES, model_choices
 from worker.server_settings import KEYS, NO_LORAS, defaults, key_of, parse_value
+
+log = logging.getLogger(__name__)
 
 
 # -- who is asking -------------------------------------------------------------------------
@@ -155,7 +158,16 @@ class Policy:
         if len(spec.seeds) > self["max_count"]:
             raise Refusal("limit", "This server allows at most {limit} {what}.",
                                 limit=self["max_count"], what="images per request")
-        blocked = Blocklist(tuple(self["blocklist"])).match(p.get("prompt") or "")
+        try:
+            blocked = Blocklist(tuple(self["blocklist"])).match(p.get("prompt") or "")
+        except Unchecked as exc:
+            # Refused, not let through: a prompt the rules could not read is not allowed.
+            log.warning("server %s: blocklist entry %s took over %g s on a %d-character "
+                        "prompt, which was refused as unchecked; an admin should simplify "
+                        "that entry", self.server_id, exc.entry, CHECK_TIME_S,
+                        len(p.get("prompt") or ""))
+            raise Refusal("unchecked", "This prompt could not be checked against the server's "
+                          "blocklist in time; try a shorter prompt.") from None
         if blocked is not None:
             raise Refusal("blocked", "This server does not allow that prompt.")
 

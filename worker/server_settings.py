@@ -17,8 +17,9 @@ from typing import Any
 
 from artbot.config import Settings
 from artbot.errors import InvalidRequest
-from worker.prompts import Blocklist, normalize
+from worker.prompts import entry_problem
 from worker.loras import available_loras
+from worker.quota_day import DEFAULT_ZONE, parse_timezone
 from worker.requests import model_choices
 
 DAY = 86_400
@@ -27,6 +28,7 @@ FAMILIES = ("diffusion", "gan", "vae", "style")
 DELETE_RULES = ("owner_or_mods", "mods", "anyone")
 MAX_BLOCKLIST = 500
 MAX_COOLDOWN = DAY
+MAX_RETENTION_DAYS = 36_500
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,8 @@ KEYS: dict[str, Key] = {k.name: k for k in [
     Key("max_steps", "most denoising steps per image", True),
     Key("max_size", "largest width or height in pixels", True),
     Key("max_count", "most images per request", True),
-    Key("daily_quota", "fast images per member per day (UTC), or unlimited; past it, "
+    Key("daily_quota", "fast images per member per day (midnight to midnight in the "
+        "server's timezone), or unlimited; past it, "
         "relax time (see relax)", False, "quota"),
     Key("max_queued", "most jobs a member may have waiting or running"),
     Key("cooldown", "wait between a member's requests, e.g. 30s or 2m", False, "seconds"),
@@ -62,6 +65,10 @@ KEYS: dict[str, Key] = {k.name: k for k in [
     Key("safety_checker", "run the model's safety checker; off is honoured only in "
         "age-restricted channels (on/off)", False, "bool"),
     Key("delete_by", "who may delete results: owner_or_mods, mods or anyone", False, "choice"),
+    Key("timezone", "the time zone whose midnight starts the quota day: an IANA name such "
+        "as Europe/Berlin (default UTC)", False, "timezone"),
+    Key("retention", "delete results (jobs and their images) older than this many days, "
+        "e.g. 30; 0 or off keeps them forever (default)", False, "days"),
 ]}
 
 
@@ -74,7 +81,8 @@ def defaults(settings: Settings) -> dict[str, Any]:
         "max_count": settings.max_count, "daily_quota": "unlimited",
         "max_queued": settings.max_queued_per_user, "cooldown": 0, "role_quotas": {},
         "channels": [], "blocklist": [], "spoiler": False, "safety_checker": True,
-        "delete_by": "owner_or_mods", "relax": True,
+        "delete_by": "owner_or_mods", "relax": True, "timezone": DEFAULT_ZONE,
+        "retention": 0,
     }
 
 
@@ -114,6 +122,17 @@ def _quota(text: str) -> int | str:
     if text.strip().lower() in ("unlimited", "none", "off", "-1"):
         return "unlimited"
     return _whole(text, "daily_quota", 0, 1_000_000)
+
+
+def _days(text: str) -> int:
+    """Days results are kept: '30', '30d' or '30 days'; 0, 'off' or 'forever' keeps them."""
+    value = text.strip().lower()
+    if value in ("off", "none", "never", "forever", "0"):
+        return 0
+    m = re.fullmatch(r"([0-9]{1,30})\s*(?:d|days?)?", value)
+    if not m:
+        raise InvalidRequest(f"retention is a number of days such as 30, or off, not {text!r}.")
+    return _whole(m.group(1), "retention", 0, MAX_RETENTION_DAYS, unit=" days")
 
 
 def parse_duration(text: str) -> int:
@@ -184,6 +203,10 @@ def parse_value(name: str, text: str, settings: Settings, current: Any = None) -
         return value
     if kind == "model":
         return _model_name(text, settings)
+    if kind == "timezone":
+        return parse_timezone(text)
+    if kind == "days":
+        return _days(text)
     if kind == "tiers":
         return _parse_tiers(text, current or {})
     # lists
@@ -210,16 +233,13 @@ def parse_value(name: str, text: str, settings: Settings, current: Any = None) -
             raise InvalidRequest(f"Unknown family {bad[0]!r}; families: {', '.join(FAMILIES)}.")
     elif kind == "channels":
         items = [_snowflake(i, "channel") for i in items]
-    elif kind == "blocklist":
+    elif kind == "blocklist" and mode != "remove":
+        # Refused here, when it is set, rather than at every prompt: a regular expression
+        # that does not compile, backtracks without end or matches every prompt.
         for item in items:
-            if len(item) > 200:
-                raise InvalidRequest("A blocklist entry can be at most 200 characters.")
-            try:
-                Blocklist.compile_entry(item)
-            except re.error as exc:
-                raise InvalidRequest(f"{item} is not a valid regular expression: {exc}.") from None
-            if not normalize(item).strip("*/ "):
-                raise InvalidRequest(f"Blocklist entry {item!r} is empty once normalized.")
+            problem = entry_problem(item)
+            if problem:
+                raise InvalidRequest(problem)
     old = list(current or [])
     if mode == "add":
         items = old + [i for i in items if i not in old]
@@ -258,6 +278,8 @@ def format_value(name: str, value: Any) -> str:
         return "on" if value else "off"
     if kind == "seconds":
         return f"{value}s" if value else "none"
+    if kind == "days":
+        return f"{value} day{'s' if value != 1 else ''}" if value else "off (kept forever)"
     if kind == "channels":
         return ", ".join(value) if value else "everywhere"
     if kind == "tiers":
