@@ -214,6 +214,12 @@ class Settings:
     # worker; 0: none. It listens on metrics_host (0.0.0.0 to be scraped from elsewhere).
     metrics_port: int = 0
     metrics_host: str = "127.0.0.1"
+    # Content Credentials: every PNG a worker makes is also signed with a C2PA manifest
+    # (worker.provenance; needs the c2pa-python package): a PEM certificate chain, the
+    # signing certificate first and issued by a CA, and its unencrypted PEM private key.
+    # Unset: no C2PA; the XMP that says the image is AI-made is written either way.
+    c2pa_cert: str | None = None
+    c2pa_key: str | None = None
 
     SECRET_FIELDS = ("discord_token", "redis_password")
 

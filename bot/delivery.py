@@ -207,9 +207,10 @@ class Delivery:
                                 attachments=[], view=describe_view(job))
         elif job.status is JobStatus.SUCCEEDED and images:
             size = (images[0].width, images[0].height)
+            model = self.bot.settings.model_name(job.model)  # the catalogue's name for it
             make = lambda: dict(  # noqa: E731 - fresh file objects for each attempt
-                content=render.result_content(job),
-                embed=render.result_embed(job, images, f"artbot-{job.id}.png"),
+                content=render.result_content(job, model),
+                embed=render.result_embed(job, images, f"artbot-{job.id}.png", model),
                 attachments=[render.result_file(job, images, self.bot.images.root)],
                 view=result_view(job, len(images), settings=self.bot.settings, size=size),
             )

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import discord
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from bot.i18n import t
 from storage.jobs import ImageRecord, Job, JobStatus
@@ -86,7 +86,15 @@ def failure_text(job: Job) -> str:
     return f"{_headline(job)}\n{t('failed', job.locale, job=job.id, error=job.error or '?')}"
 
 
-def result_embed(job: Job, images: list[ImageRecord], filename: str) -> discord.Embed:
+def model_shown(job: Job, name: str | None = None) -> str:
+    """The model's name on Discord: the catalogue name when the caller knows it
+    (`Settings.model_name`), else the job's reference, a folder or file by its last
+    part: never an operator's long path."""
+    return _clip(short_model(name or job.model), 100)
+
+
+def result_embed(job: Job, images: list[ImageRecord], filename: str,
+                 model: str | None = None) -> discord.Embed:
     locale = job.locale
     p = job.params
     embed = discord.Embed(title=_clip(_title(job), TITLE_MAX), colour=discord.Colour.blurple())
@@ -97,7 +105,7 @@ def result_embed(job: Job, images: list[ImageRecord], filename: str) -> discord.
         embed.description = "\n".join(lines)
     seeds = ", ".join(str(im.seed) for im in images)
     embed.add_field(name=t("field_seeds" if len(images) > 1 else "field_seed", locale), value=seeds)
-    embed.add_field(name=t("field_model", locale), value=_clip(short_model(job.model), 100))
+    embed.add_field(name=t("field_model", locale), value=model_shown(job, model))
     embed.add_field(name=t("field_steps", locale), value=str(p.get("steps")))
     if p.get("sampler"):
         embed.add_field(name=t("field_sampler", locale), value=p["sampler"])
@@ -153,10 +161,22 @@ def result_file(job: Job, images: list[ImageRecord], image_root: Path,
             with Image.open(image_root / record.path) as im:
                 opened.append(im.convert("RGB"))
         buf = io.BytesIO()
-        grid(opened).save(buf, format="PNG")
+        grid(opened).save(buf, format="PNG", pnginfo=_marks_of(image_root / chosen[0].path))
         data = buf.getvalue()
     # The server's rules may ask for spoilers: Discord then blurs the image until clicked.
     return discord.File(io.BytesIO(data), filename=name, spoiler=bool(job.params.get("spoiler")))
+
+
+def _marks_of(path: Path) -> PngImagePlugin.PngInfo:
+    """A grid's text chunks: the XMP that says AI made its images, and `Software`, from
+    the first of them (a job's images share their model); not its parameters, whose
+    seed is that one image's."""
+    info = PngImagePlugin.PngInfo()
+    with Image.open(path) as im:
+        for key in ("Software", "XML:com.adobe.xmp"):
+            if isinstance(im.info.get(key), str):
+                info.add_itxt(key, im.info[key])
+    return info
 
 
 def preview_file(job: Job, jpeg: bytes) -> discord.File:
@@ -166,8 +186,11 @@ def preview_file(job: Job, jpeg: bytes) -> discord.File:
                         spoiler=bool(job.params.get("spoiler")))
 
 
-def result_content(job: Job) -> str:
-    return _headline(job)
+def result_content(job: Job, model: str | None = None) -> str:
+    """The result message's text: the headline, then a small line saying that AI made
+    the image and with which model (`model`: its catalogue name, as in `model_shown`),
+    seen where embeds are off and under a spoiler too."""
+    return f"{_headline(job)}\n-# {t('made_by_ai', job.locale, model=model_shown(job, model))}"
 
 
 # Discord allows 2000 characters in a message.

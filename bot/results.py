@@ -13,7 +13,7 @@ of the same emoji means: both call the actions below.
 
 The image tools (upscale, zoom, pan) are offered on one image (a single result,
 or one picked from a grid with U1-U4) where the job's model can do them
-(`worker.requests.can_upscale` / `can_outpaint`). A ✉️ reaction sends the member
+(`worker.requests.tools_for`). A ✉️ reaction sends the member
 who reacts a private message with the job's parameters.
 """
 
@@ -43,7 +43,7 @@ from bot.posting import (
 )
 from storage.jobs import Job
 from worker.requests import (MAX_UPSCALED_SIDE, PANS, TOOL_FAMILIES, UPSCALES, ZOOMS, build_draw,
-                             build_reroll, can_outpaint, can_upscale, outpaint_pads)
+                             build_reroll, outpaint_pads, tools_for)
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,8 @@ def result_view(job: Job, count: int, *, picked: int | None = None, settings: Se
         return view
     idx = picked
     row = 0
-    if settings is not None and can_upscale(settings, job):
+    upscale, outpaint = tools_for(settings, job) if settings is not None else (False, False)
+    if upscale:
         for n in UPSCALES:
             if size is None or max(size) * n <= MAX_UPSCALED_SIDE:
                 view.add_item(ResultButton(f"up{n}", job.id, idx, label=t("button_upscale", loc, n=n),
@@ -120,7 +121,7 @@ def result_view(job: Job, count: int, *, picked: int | None = None, settings: Se
                                    row=row))
     if view.children:
         row += 1
-    if settings is not None and can_outpaint(settings, job):
+    if outpaint:
         def fits(**how) -> bool:
             if size is None:
                 return True
@@ -254,9 +255,10 @@ async def send_result(bot: ArtBot, interaction: discord.Interaction, job: Job,
         raise refuse("job_not_image", job=job.id)
     shown = images if only is None else [images[only]]
     name = f"artbot-{job.id}.png" if only is None else f"artbot-{job.id}-{only + 1}.png"
+    model = bot.settings.model_name(job.model)  # the catalogue's name for it
     await interaction.response.send_message(
-        content=render.result_content(job),
-        embed=render.result_embed(job, shown, name),
+        content=render.result_content(job, model),
+        embed=render.result_embed(job, shown, name, model),
         file=render.result_file(job, images, bot.images.root, only=only),
         view=result_view(job, len(images), picked=only, settings=bot.settings,
                          size=(shown[0].width, shown[0].height)),

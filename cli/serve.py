@@ -19,6 +19,8 @@ def cmd_run(settings: Settings, args) -> int:
         print("error: DISCORD_TOKEN is not set: put the bot token from the Discord developer "
               "portal in the environment.", file=sys.stderr)
         return 2
+    if settings.local_worker:
+        _check_signing(settings)
     if args.verbose == 0:
         # A server process: say what it does (the token is never logged).
         logging.getLogger().setLevel(logging.INFO)
@@ -30,6 +32,16 @@ def cmd_run(settings: Settings, args) -> int:
         return asyncio.run(run_bot(settings))
     except KeyboardInterrupt:
         return 130
+
+
+def _check_signing(settings: Settings) -> None:
+    """A worker whose C2PA signing is set up and cannot sign says so before it runs a
+    job (a `SigningFault`: one line, exit 1), not in each job's error."""
+    from worker.provenance import check_c2pa
+
+    if check_c2pa(settings):
+        print(f"C2PA: every image is signed with the certificate {settings.c2pa_cert}",
+              file=sys.stderr)
 
 
 def _server_logging(args) -> None:
@@ -66,11 +78,13 @@ async def _serve_health(worker, settings: Settings, port: int, extra=None):
 
 def cmd_worker(settings: Settings, args) -> int:
     url = args.connect or (None if args.burst else settings.redis_url)
+    _check_signing(settings)
     if url:
         return _remote_worker(settings, args, url)
     if args.name or args.models:
         raise InvalidRequest("--name and --models are for a remote worker (--connect URL).")
     from storage.images import ImageStore
+    from worker.privacy import keep_expiring
     from worker.queue import LocalJobQueue
     from worker.runner import Worker
 
@@ -78,14 +92,19 @@ def cmd_worker(settings: Settings, args) -> int:
         stop = asyncio.Event()
         _stop_on_signals(stop)
         async with LocalJobQueue(settings.db_path) as queue:
-            worker = Worker(queue, ImageStore(settings.image_dir), settings)
+            images = ImageStore(settings.image_dir)
+            worker = Worker(queue, images, settings)
             health = await _serve_health(worker, settings, _metrics_port(settings, args))
             running = asyncio.create_task(worker.run(burst=args.burst))
             stopper = asyncio.create_task(stop.wait())
+            # A worker that serves the data directory applies the servers' retention too.
+            expiring = None if args.burst else asyncio.create_task(keep_expiring(queue, images))
             try:
                 await asyncio.wait({running, stopper}, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 stopper.cancel()
+                if expiring is not None:
+                    expiring.cancel()
                 # Jobs still running go back on the queue at once, not at their lease's end.
                 await worker.shutdown()
                 if not running.done():

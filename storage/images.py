@@ -15,6 +15,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from PIL import Image, PngImagePlugin
 
@@ -97,8 +98,12 @@ class ImageStore:
                 raise
         return digest, target
 
-    def put_image(self, image: Image.Image, text: dict[str, str] | None = None) -> StoredImage:
-        digest, target = self.put_bytes(encode_png(image, text))
+    def put_image(self, image: Image.Image, text: dict[str, str] | None = None,
+                  sign: Callable[[bytes], bytes] | None = None) -> StoredImage:
+        """Store `image` as a PNG with the text chunks; `sign`, when given, is a last
+        step over the encoded bytes (a C2PA manifest: `worker.provenance`)."""
+        data = encode_png(image, text)
+        digest, target = self.put_bytes(sign(data) if sign else data)
         return StoredImage(
             sha256=digest,
             path=str(target.relative_to(self.root)),

@@ -38,6 +38,7 @@ from storage.faults import can_write
 from storage.images import ImageStore, StoredImage
 from storage.jobs import Job, JobStatus, this_worker_id
 from worker.loras import lora_path
+from worker.provenance import c2pa_signature, png_marks
 from worker.queue import JobEvent, WorkerQueue
 
 log = logging.getLogger(__name__)
@@ -466,7 +467,7 @@ class Worker:
             result, stored = outcome
             await self.queue.complete(job, list(zip(result.seeds or job.seeds, stored)),
                                       model_revision=revision, run_seconds=run_seconds,
-                                      params_update=result.params or None)
+                                      params_update=_with_job_notes(job, result.params) or None)
             return JobStatus.SUCCEEDED
         return await self._fail(job, outcome)
 
@@ -621,7 +622,11 @@ class Worker:
                 try:
                     if running.job.kind == "draw" and request.style_image is not None:
                         result = self._restyle(running.job, request, result)
-                    outcomes[running.job.id] = (result, self._store(running.job, result))
+                    # The PNGs name the model's revision, which the job learns only
+                    # when it completes.
+                    known = dataclasses.replace(running.job,
+                                                model_revision=generator.model_revision)
+                    outcomes[running.job.id] = (result, self._store(known, result))
                 except Exception as exc:  # noqa: BLE001 - recorded for that job
                     outcomes[running.job.id] = exc
         return outcomes, generator.model_revision
@@ -660,7 +665,8 @@ class Worker:
         if len(result.images) != len(result.seeds) or len(result.seeds) != len(job.seeds):
             raise RuntimeError(f"generator returned {len(result.images)} images and "
                                f"{len(result.seeds)} seeds for {len(job.seeds)}")
-        return [self.images.put_image(image, text=_png_text(job, seed))
+        sign = c2pa_signature(self.settings, job)  # None unless the operator signs (C2PA)
+        return [self.images.put_image(image, text=_png_text(job, seed), sign=sign)
                 for seed, image in zip(result.seeds, result.images)]
 
     def _within_memory(self, jobs: list[Job], generator: Generator,
@@ -750,8 +756,19 @@ def _mapped(progress, indices: list[int]):
     return mapped
 
 
+def _with_job_notes(job: Job, params: dict) -> dict:
+    """A result's parameters, its notes after those the job was queued with (how its
+    input images were read, how a stylize content image was scaled): the result's
+    parameters replace the job's, and the job's own notes would be lost."""
+    queued = [n for n in job.params.get("notes", []) if n not in params.get("notes", [])]
+    if not queued or "notes" not in params:
+        return params
+    return {**params, "notes": [*queued, *params["notes"]]}
+
+
 def _png_text(job: Job, seed: int) -> dict[str, str]:
-    """Parameters written into each PNG, so a file alone says how it was made."""
+    """Text chunks written into each PNG, so a file alone says how it was made and
+    that an AI made it (`job.model_revision`: the loaded model's)."""
     p = job.params
     # A1111 writes the LoRAs into the prompt; so does this, so the text can be pasted back.
     tags = "".join(f" <lora:{x['name']}:{x['weight']:g}>" for x in p.get("loras", []))
@@ -765,4 +782,6 @@ def _png_text(job: Job, seed: int) -> dict[str, str]:
         + (f", Sampler: {p['sampler']}" if p.get("sampler") else "")
         + (f", Clip skip: {p['clip_skip']}" if p.get("clip_skip") else ""),
     ]
-    return {"parameters": "\n".join(x for x in parts if x), "Software": "artbot"}
+    # Beside them, the XMP that says an AI made the image, with which model and revision.
+    return {"parameters": "\n".join(x for x in parts if x), "Software": "artbot",
+            **png_marks(job)}

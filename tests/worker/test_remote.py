@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from PIL import Image
 
 from artbot.config import Settings
 from storage.images import ImageStore, content_address
@@ -155,6 +156,11 @@ async def test_a_remote_worker_process_runs_jobs_with_progress_and_input_images(
     store = ImageStore(bot_settings.image_dir)
     await assert_exactly_once(queue, dispatcher, jobs, store)
     assert {j.worker_id for j in done} == {"gpu-1"}
+    # The worker made the PNGs: they say AI made them, with the model and revision it loaded.
+    first = (await queue.images(jobs[0].id))[0]
+    with Image.open(store.root / first.path) as image:
+        xmp = image.info["XML:com.adobe.xmp"]
+    assert "trainedAlgorithmicMedia" in xmp and ">paint-model<" in xmp and ">paint-1<" in xmp
     seen = []
     while True:
         try:
