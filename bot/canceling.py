@@ -58,6 +58,8 @@ async def cancel_job(bot: ArtBot, job_id: int, *, guild_id: int | None, user_id:
                      permissions: discord.Permissions | None, locale) -> str:
     """Cancel `job_id` for this member if they may; what to tell them."""
     job = await bot.queue.get(job_id)
+    if job is None and await bot.queue.was_deleted(job_id):
+        raise refuse("job_deleted", job=job_id)
     if job is None or job.server_id != (str(guild_id) if guild_id else None):
         raise refuse("job_not_found", job=job_id)
     if str(user_id) != job.user_id and not is_moderator(permissions):

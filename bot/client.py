@@ -15,6 +15,7 @@ setup(bot)`:
 - `bot.delivery`: a job's message kept up to date, then its result;
 - `bot.history`: /history, /job, /queue and /help;
 - `bot.styles`: /stylize and /preset;
+- `bot.privacy`: /forget, /history's export, and the servers' retention;
 - `bot.admin`: /settings, /quota and /stats.
 
 Startup: open the queue, set the translator and the error sink, load the
@@ -39,6 +40,7 @@ from discord.ext import commands
 from artbot.config import Settings
 from bot import errors
 from bot.i18n import ArtTranslator
+from generators.bundled import family_of
 from storage.images import ImageStore
 from worker.health import HealthServer, serve_queue_health
 from worker.policy import Policy, Requester
@@ -48,7 +50,7 @@ log = logging.getLogger(__name__)
 
 # The features, in the order they load. Each module has `async def setup(bot)`.
 EXTENSIONS = ("bot.results", "bot.canceling", "bot.delivery", "bot.drawing", "bot.tools",
-              "bot.styles", "bot.history", "bot.admin")
+              "bot.styles", "bot.privacy", "bot.history", "bot.admin")
 
 
 def configure_endpoints(settings: Settings) -> None:
@@ -113,8 +115,11 @@ class ArtBot(commands.Bot):
             self.worker = self._make_worker()
             self._worker_task = asyncio.create_task(self.worker.run(), name="artbot-worker")
             if hasattr(self.worker, "warm_up"):
-                # Load the default model now, so the first /draw does not wait for it.
-                asyncio.create_task(self.worker.warm_up("diffusion", self.settings.default_model))
+                # Load the default model now, so the first /draw does not wait for it
+                # (as the family it is: a bundled emoji model is no diffusers pipeline).
+                model = self.settings.default_model
+                asyncio.create_task(self.worker.warm_up(
+                    family_of(self.settings.resolve_model(model)), model))
 
     async def _serve_metrics(self) -> None:
         host, port = self.settings.metrics_host, self.settings.metrics_port

@@ -1,4 +1,5 @@
-"""Looking back: /history (private, paged), /job, /queue and /help.
+"""Looking back: /history (private, paged; `export:` sends all of the member's own
+jobs as a file, `bot.privacy`), /job, /queue and /help.
 
 /history pages are buttons whose custom id carries the viewer, whose history
 it is and the page (`ab:hist:<viewer>:<target>:<page>`), so they keep working
@@ -17,8 +18,10 @@ from discord.app_commands import locale_str as _
 from bot import errors, render
 from bot.canceling import cancel_job
 from bot.client import ArtBot
+from bot.errors import refuse
 from bot.i18n import t
 from bot.posting import job_in_guild
+from bot.privacy import send_export
 from bot.results import send_result
 from storage.jobs import JobStatus
 from storage.workers import LIVE_WITHIN_S
@@ -105,10 +108,19 @@ async def setup(bot: ArtBot) -> None:
     bot.add_dynamic_items(HistoryPageButton)
 
     @tree.command(name=_("history"), description=_("Your recent images, with prompts and seeds"))
-    @app_commands.describe(user=_("Whose history (default: yours)"))
-    @app_commands.rename(user=_("user"))
+    @app_commands.describe(user=_("Whose history (default: yours)"),
+                           export=_("Send your own prompts, seeds and parameters as a file"))
+    @app_commands.rename(user=_("user"), export=_("export"))
+    @app_commands.choices(export=[app_commands.Choice(name="JSON", value="json"),
+                                  app_commands.Choice(name="CSV", value="csv")])
     async def history(interaction: discord.Interaction,
-                      user: Optional[discord.User] = None) -> None:
+                      user: Optional[discord.User] = None,
+                      export: Optional[app_commands.Choice[str]] = None) -> None:
+        if export is not None:
+            if user is not None and user.id != interaction.user.id:
+                raise refuse("export_others")
+            await send_export(bot, interaction, export.value)
+            return
         await show_history(bot, interaction, (user or interaction.user).id, 0)
 
     @tree.command(name=_("job"), description=_("Bring back an earlier job with its buttons"))

@@ -10,6 +10,8 @@ One module per concept, each a small class over the same sqlite-utils connection
 - `storage.presets`: style presets;
 - `storage.settings`: per-server settings, channel overrides and their audit;
 - `storage.workers`: which worker processes serve the database;
+- `storage.privacy`: deleting a member's data or a server's old results, and
+  reading a member's records for an export;
 - `storage.images`: the content-addressed image store.
 """
 

@@ -5,7 +5,7 @@ its in-process SQLite implementation.
 queue and the job store, as typed async methods: submitting (through the one
 gate), reading jobs, their images and the queue order, cancelling, live
 events, the chat messages that show a job, style presets, server rules and
-usage, and the worker's side (claim, heartbeat, complete, requeue). Nobody
+usage, members' data (counting, deleting, exporting: `storage.privacy`), and the worker's side (claim, heartbeat, complete, requeue). Nobody
 outside this module reaches into SQLite.
 
 `LocalJobQueue` keeps everything in the SQLite database (the stores in
@@ -36,16 +36,17 @@ import sqlite_utils
 from artbot.config import Settings
 from storage.db import open_db
 from storage.faults import explain
-from storage.images import StoredImage
+from storage.images import ImageStore, StoredImage
 from storage.jobs import ImageRecord, Job, JobStatus, JobStore
 from storage.messages import MessageLink, MessageStore
 from storage.presets import Preset, PresetStore
+from storage.privacy import Erased, PrivacyStore
 from storage.settings import AuditEntry, SettingsStore
 from storage.usage import Usage
 from storage.workers import WorkerRegistry
 from worker.gate import QuotaStatus, gate, quota_status
 from worker.policy import Policy, Requester, change_setting
-from worker.requests import JobSpec
+from worker.requests import JobSpec, input_images
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -269,6 +270,30 @@ class JobQueue(WorkerQueue):
     async def cancel(self, job_id: int) -> JobStatus | None:
         """Cancel a queued job at once; ask a running one to stop. Returns its status now."""
 
+    # -- front doors: members' data -------------------------------------------------
+
+    @abc.abstractmethod
+    async def member_counts(self, user_id: str, server_id: str | None) -> tuple[int, int]:
+        """(jobs, result images) of a member in one server, or every server (None)."""
+
+    @abc.abstractmethod
+    async def erase_member(self, user_id: str, server_id: str | None, *,
+                           images: ImageStore) -> Erased:
+        """Delete a member's jobs, images, message links and the files nothing else uses
+        (`storage.privacy`). Stop their unfinished jobs first: `worker.privacy.forget`."""
+
+    @abc.abstractmethod
+    async def erase_expired(self, *, images: ImageStore, now: float | None = None) -> Erased:
+        """Delete the finished jobs older than their server's `retention`, with their images."""
+
+    @abc.abstractmethod
+    async def was_deleted(self, job_id: int) -> bool:
+        """Whether the job existed and was deleted (by `forget` or retention)."""
+
+    @abc.abstractmethod
+    async def records(self, user_id: str | None) -> list[tuple[Job, list[ImageRecord]]]:
+        """Every job of a member (None: everyone's), oldest first, with its images."""
+
     # -- front doors: the chat messages that show jobs ----------------------------
 
     @abc.abstractmethod
@@ -459,6 +484,38 @@ class LocalJobQueue(JobQueue):
             for listener in list(self.cancel_listeners):
                 listener(job_id)
         return status
+
+    # -- members' data ----------------------------------------------------------------
+
+    def _privacy(self, db: sqlite_utils.Database, images: ImageStore) -> PrivacyStore:
+        return PrivacyStore(db, images, inputs=input_images)
+
+    async def member_counts(self, user_id, server_id):
+        return await self._call(lambda db: PrivacyStore(db)
+                                .member_counts(user_id, server_id))
+
+    async def erase_member(self, user_id, server_id, *, images):
+        erased = await self._call(lambda db: self._privacy(db, images)
+                                  .erase_member(user_id, server_id))
+        log.info("forgot %s in %s: %d job(s), %d image(s), %d file(s) removed", user_id,
+                 f"server {server_id}" if server_id else "every server", erased.jobs,
+                 erased.images, erased.files)
+        return erased
+
+    async def erase_expired(self, *, images, now=None):
+        erased = await self._call(lambda db: self._privacy(db, images).erase_expired(now))
+        if erased.jobs:
+            log.info("retention: deleted %d job(s) past their server's retention, %d image(s), "
+                     "%d file(s) removed", erased.jobs, erased.images, erased.files)
+        return erased
+
+    async def was_deleted(self, job_id):
+        return await self._call(lambda db: PrivacyStore(db)
+                                .was_deleted(job_id))
+
+    async def records(self, user_id):
+        return await self._call(lambda db: PrivacyStore(db)
+                                .records(user_id))
 
     # -- chat messages --------------------------------------------------------------
 
