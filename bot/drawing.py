@@ -25,9 +25,10 @@ from bot.client import ArtBot
 from bot.errors import refuse
 from bot.i18n import choice_text
 from bot.posting import job_from_reference, store_upload, submit_from_interaction, variation_spec
+from bot.styles import presets_offered
 from worker.loras import available_loras, parse_lora
-from worker.requests import (SAMPLER_NAMES, STRENGTHS, build_draw, build_vary, model_choices,
-                             size_choices)
+from worker.requests import (SAMPLER_NAMES, STRENGTHS, build_draw, build_vary,
+                             check_member_model, model_choices, size_choices)
 
 SEED_MAX = 2**32 - 1
 
@@ -78,10 +79,7 @@ async def setup(bot: ArtBot) -> None:
             shown.insert(0, app_commands.Choice(name=current[:100], value=current[:100]))
         return shown[:25]
 
-    async def preset_autocomplete(interaction: discord.Interaction, current: str):
-        guild = str(interaction.guild_id) if interaction.guild_id else None
-        return [app_commands.Choice(name=p.name, value=p.name)
-                for p in await bot.queue.presets(guild) if current.lower() in p.name.lower()][:25]
+    preset_autocomplete = presets_offered(bot)
 
     @tree.command(name=_("draw"), description=_("Draw images from a text prompt"))
     @app_commands.describe(
@@ -119,11 +117,12 @@ async def setup(bot: ArtBot) -> None:
         style_preset: Optional[str] = None,
     ) -> None:
         here = await bot.settings_for(interaction)  # the server's defaults and limits
+        check_member_model(here, model)  # a model by name, never a path on this machine
         if style is not None and style_preset:
             raise refuse("draw_one_style")
-        style_sha = None
+        style_sha, notes = None, []
         if style is not None:
-            style_sha, _size = await store_upload(bot, style)
+            style_sha, _size = await store_upload(bot, style, notes)
         elif style_preset:
             saved = await bot.queue.preset(str(interaction.guild_id) if interaction.guild_id
                                            else None, style_preset)
@@ -134,7 +133,7 @@ async def setup(bot: ArtBot) -> None:
                           size=size, steps=steps, seed=seed, count=count,
                           sampler=sampler.value if sampler else None, guidance=guidance,
                           loras=[parse_lora(lora)] if lora else None, style_sha=style_sha)
-        await submit_from_interaction(bot, interaction, spec)
+        await submit_from_interaction(bot, interaction, spec, notes=notes)
 
     @tree.command(name=_("vary"), description=_("Make a variation of an image"))
     @app_commands.describe(
@@ -154,8 +153,9 @@ async def setup(bot: ArtBot) -> None:
     ) -> None:
         how = strength.value if strength else "subtle"
         here = await bot.settings_for(interaction)
+        notes: list[str] = []
         if image is not None:
-            sha, size_ = await store_upload(bot, image)
+            sha, size_ = await store_upload(bot, image, notes)
             spec = build_vary(here, init_image_sha=sha, init_size=size_, prompt=prompt or "",
                               strength=STRENGTHS[how])
         elif job:
@@ -163,4 +163,4 @@ async def setup(bot: ArtBot) -> None:
             spec = await variation_spec(bot, here, source, idx, how, prompt=prompt)
         else:
             raise refuse("vary_needs_source")
-        await submit_from_interaction(bot, interaction, spec)
+        await submit_from_interaction(bot, interaction, spec, notes=notes)

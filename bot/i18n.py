@@ -123,6 +123,15 @@ COMMAND_ZH: dict[str, str] = {
     "image4": "图片4",
     "image5": "图片5",
     "style_preset": "风格预设",
+    # members' data
+    "forget": "删除我的数据",
+    "server": "服务器",
+    "export": "导出",
+    "Delete your jobs and images, here or in every server": "删除你的任务和图片（本服务器或所有服务器）",
+    "Where to delete (default: this server)": "在哪里删除（默认：本服务器）",
+    "This server": "本服务器",
+    "Every server": "所有服务器",
+    "Send your own prompts, seeds and parameters as a file": "把你自己的提示词、种子和参数作为文件发给你",
     "Blend 2 to 5 images into one": "把 2 到 5 张图片融合成一张",
     "An image to blend": "要融合的图片",
     "Another image to blend (optional)": "另一张要融合的图片（可选）",
@@ -172,6 +181,51 @@ MESSAGES: dict[str, dict[str, str]] = {
     "cancel_too_late": {"en": "Job {job} has already ended ({status}).",
                         "zh": "任务 {job} 已经结束（{status}）。"},
     "job_not_found": {"en": "There is no job {job} in this server.", "zh": "本服务器没有编号为 {job} 的作品。"},
+    "job_deleted": {
+        "en": "This result was deleted (job {job}): its owner removed their data, or it was older "
+              "than this server keeps results.",
+        "zh": "这个结果已被删除（任务 {job}）：它的主人删除了自己的数据，或它超过了本服务器的保留期限。",
+    },
+    # /forget and /history export (bot.privacy)
+    "forget_where_here": {"en": "in this server", "zh": "在本服务器"},
+    "forget_where_everywhere": {"en": "in every server", "zh": "在所有服务器"},
+    "forget_nothing": {"en": "You have no jobs {where}; there is nothing to delete.",
+                       "zh": "你{where}没有任务，没有可删除的内容。"},
+    "forget_confirm": {
+        "en": "Delete your {jobs} jobs and {images} images {where}, with the bot's messages that "
+              "show them? This cannot be undone. Jobs still queued or running are canceled "
+              "first; today's quota stays used. (This question expires in {minutes} minutes.)",
+        "zh": "要删除你{where}的 {jobs} 个任务和 {images} 张图片，以及显示它们的机器人消息吗？"
+              "此操作无法撤销。排队中或进行中的任务会先被取消；今天已用的额度不会恢复。"
+              "（此确认在 {minutes} 分钟后失效。）",
+    },
+    "forget_button_confirm": {"en": "Delete them", "zh": "删除"},
+    "forget_button_cancel": {"en": "Cancel", "zh": "取消"},
+    "forget_working": {"en": "Deleting your jobs and images…", "zh": "正在删除你的任务和图片……"},
+    "forget_done": {"en": "Deleted {jobs} jobs and {images} images of yours {where}.",
+                    "zh": "已删除你{where}的 {jobs} 个任务和 {images} 张图片。"},
+    "forget_canceled": {"en": "Nothing was deleted.", "zh": "没有删除任何内容。"},
+    "forget_expired": {
+        "en": "This question has expired and nothing was deleted; run /forget again.",
+        "zh": "此确认已失效，没有删除任何内容；请重新运行 /forget。",
+    },
+    "forget_not_yours": {"en": "Only the member who ran /forget can answer this.",
+                         "zh": "只有运行 /forget 的成员才能回答。"},
+    "forget_busy": {"en": "Your data is being deleted already.", "zh": "你的数据已经在删除中。"},
+    "export_others": {"en": "You can export only your own history.",
+                      "zh": "你只能导出自己的历史。"},
+    "export_empty": {"en": "You have no jobs yet; there is nothing to export.",
+                     "zh": "你还没有任务，没有可导出的内容。"},
+    "export_done": {
+        "en": "Your {jobs} jobs in every server: prompts, seeds and parameters ({format}).",
+        "zh": "你在所有服务器的 {jobs} 个任务：提示词、种子和参数（{format}）。",
+    },
+    "export_too_large": {
+        "en": "Your history is too large for one Discord file ({size}); the bot's operator can "
+              "export it with `artbot history --export FILE --user {user}`.",
+        "zh": "你的历史太大，无法作为一个 Discord 文件发送（{size}）；机器人管理员可以用 "
+              "`artbot history --export FILE --user {user}` 导出。",
+    },
     "job_not_image": {
         "en": "Job {job} has no finished image to vary.",
         "zh": "任务 {job} 还没有可以生成变体的图片。",
@@ -180,9 +234,40 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "Give an image to vary: attach one, or name an earlier job (its id or message link).",
         "zh": "请提供要变化的图片：上传一张，或给出之前作品的编号或消息链接。",
     },
+    # Uploads that cannot be used (worker.image_files; the English is the same there).
     "not_an_image": {
-        "en": "{name} is not an image (PNG, JPEG, WebP or GIF).",
-        "zh": "{name} 不是图片（支持 PNG、JPEG、WebP、GIF）。",
+        "en": "{name} is not an image that can be read: send a PNG, JPEG, WebP, GIF, AVIF, BMP "
+              "or TIFF image.",
+        "zh": "{name} 不是可以读取的图片：请发送 PNG、JPEG、WebP、GIF、AVIF、BMP 或 TIFF 图片。",
+    },
+    "image_empty": {
+        "en": "{name} is empty (0 bytes), not an image that can be read: send a PNG, JPEG, WebP, "
+              "GIF, AVIF, BMP or TIFF image.",
+        "zh": "{name} 是空文件（0 字节），不是可以读取的图片：请发送 PNG、JPEG、WebP、GIF、AVIF、"
+              "BMP 或 TIFF 图片。",
+    },
+    "image_damaged": {
+        "en": "{name} is a damaged or incomplete {format} file, not an image that can be read: "
+              "save or download it again (accepted: PNG, JPEG, WebP, GIF, AVIF, BMP or TIFF).",
+        "zh": "{name} 是损坏或不完整的 {format} 文件，无法读取：请重新保存或下载后再发送"
+              "（支持 PNG、JPEG、WebP、GIF、AVIF、BMP、TIFF）。",
+    },
+    "image_foreign": {
+        "en": "{name} is in {format} format, not an image that can be read here: export it as "
+              "PNG or JPEG (accepted: PNG, JPEG, WebP, GIF, AVIF, BMP or TIFF).",
+        "zh": "{name} 是 {format} 格式，这里无法读取：请导出为 PNG 或 JPEG"
+              "（支持 PNG、JPEG、WebP、GIF、AVIF、BMP、TIFF）。",
+    },
+    "image_too_many_pixels": {
+        "en": "{name} is too large: {megapixels} megapixels{dims}, over the limit of {limit} "
+              "megapixels (for example {side}x{side}). Scale it down and send it again.",
+        "zh": "{name} 太大了：{megapixels} 百万像素{dims}，超过了 {limit} 百万像素的上限"
+              "（例如 {side}x{side}）。请缩小后再发送。",
+    },
+    "image_mode": {
+        "en": "{name} has a colour mode ({mode}) that cannot be turned into RGB: save it as an "
+              "ordinary 8-bit PNG or JPEG.",
+        "zh": "{name} 的颜色模式（{mode}）无法转换为 RGB：请另存为普通的 8 位 PNG 或 JPEG。",
     },
     "image_too_large": {
         "en": "{name} is {size} MB; images up to {limit} MB are accepted.",
@@ -231,6 +316,11 @@ MESSAGES: dict[str, dict[str, str]] = {
     },
     "cooldown": {"en": "Slow down: you can ask again {when}.", "zh": "请稍等：{when} 后可以再次请求。"},
     "blocked": {"en": "This server does not allow that prompt.", "zh": "本服务器不允许这个提示词。"},
+    "unchecked": {
+        "en": "This prompt could not be checked against the server's blocklist in time; "
+              "try a shorter prompt.",
+        "zh": "未能及时用本服务器的屏蔽词表检查这个提示词；请换一个更短的提示词。",
+    },
     "channel": {"en": "I only draw in {channels} on this server.", "zh": "在本服务器我只在 {channels} 画图。"},
     "model": {
         "en": "The model {model} is not allowed here; allowed: {allowed}.",
@@ -264,7 +354,9 @@ MESSAGES: dict[str, dict[str, str]] = {
     },
     "quota_relax_used": {"en": "Relax time today: {images}.", "zh": "今天慢速时间：{used} 张。"},
     "made_in_relax": {"en": "made in relax time", "zh": "慢速时间生成"},
+    "made_by_ai": {"en": "🤖 Made by AI with {model}", "zh": "🤖 由 AI 生成，模型：{model}"},
     "quota_cooldown": {"en": "Cooldown: you can ask again {when}.", "zh": "冷却中：{when} 后可以再次请求。"},
+    "quota_day": {"en": "Days here start at midnight {zone}.", "zh": "这里的每一天从 {zone} 时间的午夜开始。"},
     "quota_queued": {"en": "Jobs waiting or running: {pending} of {limit}.", "zh": "排队或进行中的任务：{pending} / {limit}。"},
     "stats_title": {"en": "artbot in {server}", "zh": "artbot 在 {server}"},
     "stats_images": {"en": "Images", "zh": "图片"},
@@ -350,7 +442,8 @@ MESSAGES: dict[str, dict[str, str]] = {
             "**/stylize** an image like a style image, an admin's preset, or a style in words; "
             "**/draw** `style` draws in the style of an image (or `style_preset`).\n"
             "**/blend** 2–5 images into one; **/describe** an image into prompts to draw from.\n"
-            "**/history** your recent images with prompts, seeds and links.\n"
+            "**/history** your recent images with prompts, seeds and links (`export`: all of "
+            "yours as a file); **/forget** deletes your jobs and images.\n"
             "**/job** `id` brings an old result back with working buttons.\n"
             "**/queue** your queued and running jobs (`cancel` stops one); **/quota** the images "
             "you have left today.\n"
@@ -367,7 +460,8 @@ MESSAGES: dict[str, dict[str, str]] = {
             "**/stylize** 按风格图片、管理员的预设或文字描述为图片换风格；"
             "**/draw** 的 `风格` 按一张图片的风格画图（或用 `风格预设`）。\n"
             "**/blend** 把 2–5 张图片融合成一张；**/describe** 把图片变成可以画图的提示词。\n"
-            "**/history** 查看你最近的作品、提示词、种子和链接。\n"
+            "**/history** 查看你最近的作品、提示词、种子和链接（`导出`：把你的全部记录作为文件发给你）；"
+            "**/forget** 删除你的任务和图片。\n"
             "**/job** `编号` 找回旧作品，按钮依然可用。\n"
             "**/queue** 查看你排队中和进行中的任务（`取消` 可停止其中一个）；**/quota** 查看你今天剩余的图片额度。\n"
             "任务排队或进行时，点 ✖️ 取消（或用 ❌ 回应）即可停止。\n\n"

@@ -20,7 +20,6 @@ import re
 import discord
 
 from artbot.config import Settings
-from artbot.errors import UserError
 from bot import render
 from bot.canceling import cancel_view
 from bot.client import ArtBot
@@ -35,11 +34,15 @@ UPLOAD_LIMIT_MB = 10
 
 
 async def submit_from_interaction(bot: ArtBot, interaction: discord.Interaction,
-                                  spec: JobSpec) -> Job:
+                                  spec: JobSpec, *, notes: list[str] | None = None) -> Job:
     """Queue `spec` for the interaction's user and answer with its queue position.
 
     The queue's gate (`worker.gate.admit`) applies the server's rules; a
-    refusal reaches the user privately through the error sink."""
+    refusal reaches the user privately through the error sink. `notes` (what
+    `store_upload` said of the uploads: an animation's first frame taken) go
+    into the job's notes, which its result shows."""
+    if notes:
+        spec.params["notes"] = [*notes, *spec.params.get("notes", [])]
     job = await bot.queue.submit(
         spec,
         requester=bot.requester_of(interaction),
@@ -91,6 +94,8 @@ async def submit_from_reaction(bot: ArtBot, payload: discord.RawReactionActionEv
 async def job_in_guild(bot: ArtBot, job_id: int, guild_id: int | None) -> Job:
     """The job, if it belongs to this server (history never crosses servers)."""
     job = await bot.queue.get(job_id)
+    if job is None and await bot.queue.was_deleted(job_id):
+        raise refuse("job_deleted", job=job_id)  # its owner's /forget, or retention
     if job is None or job.server_id != (str(guild_id) if guild_id else None):
         raise refuse("job_not_found", job=job_id)
     return job
@@ -135,8 +140,12 @@ async def tool_spec(bot: ArtBot, settings: Settings, job: Job, idx: int | None,
     return build_outpaint(settings, job, record.sha256, size, pan=how, image_seed=record.seed)
 
 
-async def store_upload(bot: ArtBot, attachment: discord.Attachment) -> tuple[str, tuple[int, int]]:
-    """Check, read and store an uploaded image; return (sha256, size)."""
+async def store_upload(bot: ArtBot, attachment: discord.Attachment,
+                       notes: list[str] | None = None) -> tuple[str, tuple[int, int]]:
+    """Check, read and store an uploaded image; return (sha256, size). What the member
+    should know of how it was read (an animation: its first frame) is appended to
+    `notes`. A file that cannot be used is refused by its own reason (`ImageRefused`,
+    with its `bot.i18n` key): empty, damaged, SVG or HEIC, too many pixels."""
     kind = (attachment.content_type or "").split(";")[0]
     if kind and not kind.startswith("image/"):
         raise refuse("not_an_image", name=attachment.filename)
@@ -144,10 +153,8 @@ async def store_upload(bot: ArtBot, attachment: discord.Attachment) -> tuple[str
         raise refuse("image_too_large", name=attachment.filename,
                      size=f"{attachment.size / 1024 / 1024:.1f}", limit=UPLOAD_LIMIT_MB)
     data = await attachment.read()
-    try:
-        image = await asyncio.to_thread(read_input_image, data, name=attachment.filename)
-    except UserError:
-        raise refuse("not_an_image", name=attachment.filename) from None
+    image = await asyncio.to_thread(lambda: read_input_image(data, name=attachment.filename,
+                                                             notes=notes))
     sha, _ = await asyncio.to_thread(lambda: bot.images.put_bytes(encode_png(image)))
     return sha, image.size
 
@@ -169,6 +176,8 @@ async def job_from_reference(bot: ArtBot, text: str, guild_id: int | None) -> tu
 def parse_job_reference(text: str) -> tuple[int | None, int | None]:
     """'42' -> (42, None); a message link -> (None, message id)."""
     text = text.strip().lstrip("#")
+    if not text.isascii():  # '²' is a digit to str.isdigit, not to int()
+        return None, None
     if text.isdigit() and len(text) < 15:
         return int(text), None
     m = re.search(r"channels/(?:\d+|@me)/\d+/(\d+)", text)

@@ -18,17 +18,25 @@ from bot.errors import refuse
 from bot.i18n import t
 from bot.permissions import require_manage_server
 from bot.posting import store_upload, submit_from_interaction
-from worker.requests import build_stylize
+from worker.requests import build_stylize, check_preset_name
 
 
-async def setup(bot: ArtBot) -> None:
-    tree = bot.tree
+def presets_offered(bot: ArtBot):
+    """An autocomplete callback: this server's style presets (and the operator's) whose
+    names contain what was typed. /stylize and /draw's style_preset both offer them."""
 
-    async def preset_autocomplete(interaction: discord.Interaction, current: str):
+    async def complete(interaction: discord.Interaction, current: str):
         guild = str(interaction.guild_id) if interaction.guild_id else None
         presets = await bot.queue.presets(guild)
         return [app_commands.Choice(name=p.name, value=p.name)
                 for p in presets if current.lower() in p.name.lower()][:25]
+
+    return complete
+
+
+async def setup(bot: ArtBot) -> None:
+    tree = bot.tree
+    preset_autocomplete = presets_offered(bot)
 
     @tree.command(name=_("stylize"), description=_("Restyle an image like a style image, a preset or words"))
     @app_commands.describe(
@@ -55,10 +63,11 @@ async def setup(bot: ArtBot) -> None:
     ) -> None:
         if sum(x is not None for x in (style, preset, prompt)) != 1:
             raise refuse("stylize_one_style")
-        content_sha, content_size = await store_upload(bot, image)
+        notes: list[str] = []
+        content_sha, content_size = await store_upload(bot, image, notes)
         style_sha = None
         if style is not None:
-            style_sha, _ = await store_upload(bot, style)
+            style_sha, _ = await store_upload(bot, style, notes)
         elif preset is not None:
             guild = str(interaction.guild_id) if interaction.guild_id else None
             saved = await bot.queue.preset(guild, preset)
@@ -70,7 +79,7 @@ async def setup(bot: ArtBot) -> None:
                              style_sha=style_sha, prompt=prompt,
                              method=method.value if method else None, size=size,
                              strength=strength, preset=preset)
-        await submit_from_interaction(bot, interaction, spec)
+        await submit_from_interaction(bot, interaction, spec, notes=notes)
 
     presets = app_commands.Group(name=_("preset"), description=_("Style presets for /stylize"),
                                  guild_only=True)
@@ -81,6 +90,7 @@ async def setup(bot: ArtBot) -> None:
     async def preset_add(interaction: discord.Interaction, name: app_commands.Range[str, 1, 40],
                          image: discord.Attachment) -> None:
         require_manage_server(interaction)
+        name = check_preset_name(name)  # control characters out, something visible in it
         sha, _ = await store_upload(bot, image)
         guild = str(interaction.guild_id)
         await bot.queue.save_preset(guild, name, sha, str(interaction.user.id))

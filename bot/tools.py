@@ -22,7 +22,8 @@ from bot.client import ArtBot
 from bot.errors import refuse
 from bot.posting import image_of, job_from_reference, store_upload, submit_from_interaction
 from generators.bundled import family_of
-from worker.requests import BLEND_FAMILIES, build_blend, build_describe, model_choices
+from worker.requests import (BLEND_FAMILIES, build_blend, build_describe, check_member_model,
+                             model_choices)
 
 SEED_MAX = 2**32 - 1
 
@@ -72,15 +73,16 @@ async def setup(bot: ArtBot) -> None:
         seed: Optional[app_commands.Range[int, 0, SEED_MAX]] = None,
     ) -> None:
         here = await bot.settings_for(interaction)
-        shas, sizes = [], []
+        check_member_model(here, model)  # a model by name, never a path on this machine
+        shas, sizes, notes = [], [], []
         for attachment in (image1, image2, image3, image4, image5):
             if attachment is not None:
-                sha, size_ = await store_upload(bot, attachment)
+                sha, size_ = await store_upload(bot, attachment, notes)
                 shas.append(sha)
                 sizes.append(size_)
         spec = build_blend(here, image_shas=shas, sizes=sizes, prompt=prompt or "", model=model,
                            seed=seed, size=size)
-        await submit_from_interaction(bot, interaction, spec)
+        await submit_from_interaction(bot, interaction, spec, notes=notes)
 
     @tree.command(name=_("describe"), description=_("Turn an image into prompts to draw from"))
     @app_commands.describe(image=_("An image to describe"),
@@ -92,8 +94,9 @@ async def setup(bot: ArtBot) -> None:
         job: Optional[str] = None,
     ) -> None:
         here = await bot.settings_for(interaction)
+        notes: list[str] = []
         if image is not None:
-            sha, size_ = await store_upload(bot, image)
+            sha, size_ = await store_upload(bot, image, notes)
             spec = build_describe(here, image_sha=sha, image_size=size_)
         elif job:
             source, idx = await job_from_reference(bot, job, interaction.guild_id)
@@ -102,4 +105,4 @@ async def setup(bot: ArtBot) -> None:
                                   image_size=(record.width, record.height), parent_id=source.id)
         else:
             raise refuse("describe_needs_source")
-        await submit_from_interaction(bot, interaction, spec)
+        await submit_from_interaction(bot, interaction, spec, notes=notes)

@@ -7,6 +7,7 @@ import time
 
 from artbot.config import Settings
 from cli.connect import run_on_queue
+from cli.terminal import safe
 from worker.fleet import LISTED_WITHIN_S, WorkerSummary, summarize_worker
 
 HEADER = ("ID", "WHERE", "STATE", "DEVICE", "MEMORY", "JOBS", "CURRENT", "SEEN", "MODELS")
@@ -14,9 +15,11 @@ HEADER = ("ID", "WHERE", "STATE", "DEVICE", "MEMORY", "JOBS", "CURRENT", "SEEN",
 
 def worker_row(w: WorkerSummary) -> tuple[str, ...]:
     """One worker's columns, as `HEADER` names them."""
-    return (w.id, w.where, "alive" if w.alive else "gone", w.device_text, w.memory_text,
-            str(w.jobs_done), ",".join(map(str, w.current)) or "-", w.seen_text,
-            ", ".join(w.models) or "-")
+    # A remote worker names itself and its models: printed safely (cli.terminal).
+    return tuple(safe(cell) for cell in (
+        w.id, w.where, "alive" if w.alive else "gone", w.device_text, w.memory_text,
+        str(w.jobs_done), ",".join(map(str, w.current)) or "-", w.seen_text,
+        ", ".join(w.models) or "-"))
 
 
 def table(rows: list[tuple[str, ...]]) -> list[str]:

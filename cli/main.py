@@ -12,7 +12,8 @@
     artbot describe JOB|IMAGE
     artbot preset add NAME IMAGE | list | remove NAME
     artbot settings show|audit GUILD | set GUILD KEY VALUE | unset GUILD KEY [--channel ID]
-    artbot history [--limit N]
+    artbot history [--limit N] [--user USER] [--export FILE]
+    artbot forget USER [--server GUILD] [--yes] | --expired
     artbot jobs
     artbot workers
     artbot cancel JOB_ID
@@ -41,21 +42,24 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sqlite3
+import re
 import sys
 
 from artbot import __version__
 from artbot.config import load_settings
 from artbot.errors import UserError
 from cli.fleet import cmd_workers
-from storage.faults import explain
 from cli.listing import cmd_cancel, cmd_history, cmd_jobs
 from cli.maintenance import cmd_backup, cmd_doctor
 from cli.models import cmd_models
+from cli.privacy import cmd_forget
 from cli.requests import (cmd_blend, cmd_describe, cmd_draw, cmd_outpaint, cmd_stylize,
                           cmd_upscale, cmd_vary)
 from cli.rules import cmd_preset, cmd_settings
 from cli.serve import cmd_dispatch, cmd_run, cmd_train, cmd_worker
+from cli.terminal import safe
+from worker.requests import shown
+from storage.faults import STORAGE_ERRORS, explain
 from worker.server_settings import KEYS
 
 log = logging.getLogger("artbot")
@@ -64,16 +68,32 @@ log = logging.getLogger("artbot")
 # -- parser -------------------------------------------------------------------
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+def _whole_number(text: str, least: int = 0) -> int:
+    """An option that takes a whole number of at least `least`, in ASCII digits."""
+    digits = text.strip()
+    if not re.fullmatch(r"-?[0-9]{1,30}", digits):
+        raise argparse.ArgumentTypeError(f"{safe(shown(text))} is not a whole number")
+    value = int(digits)
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be {least} or more, not {value}")
     return value
 
 
+def _positive_int(text: str) -> int:
+    """A count, a number of steps, an image number, a job id: 1 or more."""
+    return _whole_number(text, 1)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a mistake said the way every other error is: `error: ...` and
+    where to look, not the whole usage text."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {safe(message)}\n(see: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="artbot",
         description="artbot: a self-hosted AI art bot. Draw and vary images from the shell "
         "through the same queue, worker and history as the Discord bot.",
@@ -89,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="hub id, local folder, .safetensors file or configured name "
                    "(default: the configured default model)")
     p.add_argument("--negative", help="what to keep out of the image")
-    p.add_argument("--seed", type=_positive_int, help="seed of the first image (random if not given)")
+    p.add_argument("--seed", type=_whole_number, help="seed of the first image (random if not given)")
     p.add_argument("--steps", type=_positive_int, help="denoising steps (default: the model's own: "
                    "30 for SD and SDXL, 4 for Turbo and Flux schnell, see `artbot models`)")
     p.add_argument("--guidance", type=float, help="how closely to follow the prompt (default: the "
@@ -148,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", help="what the blend should show (optional)")
     p.add_argument("--model", help="model, as for draw")
     p.add_argument("--size", help="WIDTHxHEIGHT (default: the model's own)")
-    p.add_argument("--seed", type=_positive_int, help="seed")
+    p.add_argument("--seed", type=_whole_number, help="seed")
     p.add_argument("--out", help="output PNG path")
     p.add_argument("--server", metavar="GUILD",
                    help="act for this Discord server: its rules, quota and history apply")
@@ -170,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how far to move from the image, 0..1 (default 0.6; 0.3 subtle, 0.75 strong)")
     p.add_argument("--prompt", help="what the variation should show (optional)")
     p.add_argument("--negative", help="what to keep out of the image")
-    p.add_argument("--seed", type=_positive_int, help="seed (random if not given)")
+    p.add_argument("--seed", type=_whole_number, help="seed (random if not given)")
     p.add_argument("--model", help="model, as for draw")
     p.add_argument("--steps", type=_positive_int, help="denoising steps before strength (default: the model's own)")
     p.add_argument("--guidance", type=float, help="prompt guidance (default: the model's own)")
@@ -199,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="gatys: style weight (default 1, up to 10); adain: alpha 0..1; diffusion: 0..1")
     p.add_argument("--keep-colors", action="store_true", help="keep the content's colours")
     p.add_argument("--model", help="diffusion method: the model (default: the default model)")
-    p.add_argument("--seed", type=_positive_int, help="seed")
+    p.add_argument("--seed", type=_whole_number, help="seed")
     p.add_argument("--out", help="output PNG path")
     p.add_argument("--server", metavar="GUILD",
                    help="act for this Discord server: its rules, quota and history apply")
@@ -223,7 +243,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("history", help="list recent jobs with their prompts and seeds",
                        description="List recent jobs: prompt, model, the seed of each image, status, time.")
     p.add_argument("--limit", type=_positive_int, default=20, help="how many jobs (default 20)")
+    p.add_argument("--user", metavar="USER", help="only this member's jobs: a Discord user id "
+                   "or local:NAME")
+    p.add_argument("--export", metavar="FILE", help="write every job (of --user, or of everyone) "
+                   "with its prompt, seeds and parameters to FILE: JSON, or CSV for a .csv name")
     p.set_defaults(func=cmd_history)
+
+    p = sub.add_parser("forget", help="delete a member's jobs, images and message links",
+                       description="Delete a member's jobs, their images (files no other job "
+                       "uses) and the links to their Discord messages, in one server or every "
+                       "server, as /forget does; queued and running jobs are stopped first. "
+                       "Asks on a terminal; elsewhere needs --yes. --expired applies every "
+                       "server's retention setting now.")
+    p.add_argument("user", nargs="?", metavar="USER",
+                   help="a Discord user id (or <@ID>), or local:NAME for a command-line user")
+    p.add_argument("--server", metavar="GUILD", help="only in this Discord server (default: every server)")
+    p.add_argument("--yes", action="store_true", help="do not ask")
+    p.add_argument("--expired", action="store_true",
+                   help="delete the results older than their server's retention, now")
+    p.set_defaults(func=cmd_forget)
 
     p = sub.add_parser("jobs", help="show what is queued and running",
                        description="Show the queue in the order jobs will run, and what is running.")
@@ -251,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=_positive_int, default=10, help="passes over the data (default 10)")
     p.add_argument("--size", type=_positive_int, default=64, help="image size in pixels (default 64)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--seed", type=_positive_int, default=0, help="seed; the same seed gives the same model")
+    p.add_argument("--seed", type=_whole_number, default=0, help="seed; the same seed gives the same model")
     p.add_argument("--option", action="append", metavar="KEY=VALUE",
                    help="a model or training option, e.g. --option lr=0.001 --option "
                    "mode_seeking=0 (repeatable; an unknown key lists the known ones)")
@@ -318,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "fixed names let Redis ACLs be per worker")
     p.add_argument("--models", help="with --connect: the model names it serves, comma-separated "
                    "(default: its catalogue, the bundled models and its default model)")
-    p.add_argument("--metrics-port", type=_positive_int,
+    p.add_argument("--metrics-port", type=_whole_number,
                    help="serve /healthz and Prometheus /metrics on this port "
                    "(default: ARTBOT_METRICS_PORT; 0: none)")
     p.set_defaults(func=cmd_worker)
@@ -329,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "as `artbot run` does beside the bot. For installs that use the command "
                        "line with remote workers.")
     p.add_argument("--connect", metavar="URL", help="the Redis URL (default: ARTBOT_REDIS_URL)")
-    p.add_argument("--metrics-port", type=_positive_int,
+    p.add_argument("--metrics-port", type=_whole_number,
                    help="serve /healthz and Prometheus /metrics on this port")
     p.set_defaults(func=cmd_dispatch)
     return parser
@@ -354,9 +392,9 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings()
         return args.func(settings, args)
     except UserError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
+        print(f"error: {safe(exc.message, newlines=True)}", file=sys.stderr)
         return exc.exit_code
-    except (sqlite3.Error, OSError) as exc:
+    except STORAGE_ERRORS as exc:
         if isinstance(exc, BrokenPipeError):
             # `artbot history | head`: the reader left. Say nothing more (Python's advice:
             # point stdout at devnull so the flush at exit does not raise again).

@@ -22,6 +22,8 @@ from pathlib import Path
 from artbot.config import Settings
 from artbot.errors import InvalidRequest
 from cli.connect import run_on_queue
+from cli.listing import LARGEST_JOB_ID
+from cli.terminal import safe
 from storage.images import ImageLost, ImageStore, content_address, encode_png
 from storage.jobs import JobStatus
 from worker.loras import parse_lora
@@ -70,14 +72,17 @@ class InputImage:
     """An image given on the command line, read and checked, not yet stored.
 
     Its PNG bytes and their content address are known up front, so a request
-    can be built (and refused) before anything is written to the store.
+    can be built (and refused) before anything is written to the store. `notes`
+    say what the user should know of how it was read (an animation's first frame
+    taken); they become the job's notes, printed with its result.
     """
 
     def __init__(self, path_text: str, what: str):
         path = Path(path_text).expanduser()
         if not path.is_file():
             raise InvalidRequest(f"{what} {path_text} does not exist or is not a file.")
-        image = read_input_image(path.read_bytes(), name=str(path_text))
+        self.notes: list[str] = []
+        image = read_input_image(path.read_bytes(), name=str(path_text), notes=self.notes)
         self.size = image.size
         self.png = encode_png(image)
         self.sha256 = content_address(self.png)
@@ -195,14 +200,14 @@ async def save_result(queue: JobQueue, settings: Settings, job_id: int, out: str
     """Copy a finished job's images to `out`; the exit status for the job."""
     job = await queue.get(job_id)
     if job.status is not JobStatus.SUCCEEDED:
-        print(f"error: job {job.id} {job.status.value}: {job.error}", file=sys.stderr)
+        print(f"error: job {job.id} {job.status.value}: {safe(job.error)}", file=sys.stderr)
         return 1
     if job.kind == "describe":  # its result is prompts, not images
         for i, prompt in enumerate(job.params.get("prompts", []), 1):
-            print(f"{i}. {prompt}")
+            print(f"{i}. {safe(prompt)}")
         for note in job.params.get("notes", []):
-            print(f"note: {note}", file=sys.stderr)
-        print(f"job {job.id} described by {job.params.get('described_by') or job.model}; draw one "
+            print(f"note: {safe(note)}", file=sys.stderr)
+        print(f"job {job.id} described by {safe(job.params.get('described_by') or job.model)}; draw one "
               f"with: artbot draw \"PROMPT\"", file=sys.stderr)
         return 0
     images = await queue.images(job.id)
@@ -213,12 +218,12 @@ async def save_result(queue: JobQueue, settings: Settings, job_id: int, out: str
             raise ImageLost(record.path)
         shutil.copyfile(root / record.path, path)
         print(f"{path}  seed {record.seed}  {record.width}x{record.height}")
-    print(f"job {job.id} done in {job.run_seconds:.1f}s with {job.model}", file=sys.stderr)
+    print(f"job {job.id} done in {job.run_seconds:.1f}s with {safe(job.model)}", file=sys.stderr)
     for note in job.params.get("notes", []):
-        print(f"note: {note}", file=sys.stderr)
+        print(f"note: {safe(note)}", file=sys.stderr)
     note = job.params.get("note")
     if note:
-        print(f"note: {note}", file=sys.stderr)
+        print(f"note: {safe(note)}", file=sys.stderr)
     return 0
 
 
@@ -227,6 +232,9 @@ async def _run(settings: Settings, spec: JobSpec, inputs: list[InputImage], out:
     images = ImageStore(settings.image_dir)
     for image in inputs:  # only now: the request has passed every check
         image.store(images)
+    notes = [note for image in inputs for note in image.notes]
+    if notes:
+        spec.params["notes"] = [*notes, *spec.params.get("notes", [])]
     async with LocalJobQueue(settings.db_path) as queue:
         job_id = await submit_and_wait(queue, settings, spec, server=server, state=state)
         return await save_result(queue, settings, job_id, out)
@@ -342,8 +350,10 @@ def _source_image(settings: Settings, here: Settings, text: str, *, model: str |
     """What a tool acts on, from the shell: a job id (the image `pick` of that finished
     job, its model and prompt), or an image file (with --model, or the default model).
     Returns (parent job, image sha, image size, image seed, input images to store)."""
-    if text.isdigit() and not Path(text).exists():
+    if text.isascii() and text.isdigit() and not Path(text).exists():
         job_id = int(text)
+        if job_id > LARGEST_JOB_ID:
+            raise InvalidRequest(f"There is no job {job_id} (see: artbot history).")
         job = run_on_queue(settings, lambda queue: queue.get(job_id))
         if job is None:
             raise InvalidRequest(f"There is no job {job_id} (see: artbot history).")

@@ -8,8 +8,10 @@ from artbot.errors import InvalidRequest
 from cli.connect import run_on_queue
 from cli.listing import when
 from cli.requests import InputImage, local_user
+from cli.terminal import safe
 from storage.images import ImageStore
 from storage.settings import AuditEntry
+from worker.requests import check_preset_name
 from worker.server_settings import KEYS, format_value, key_of
 
 
@@ -55,11 +57,11 @@ def cmd_settings(settings: Settings, args) -> int:
     policy, overrides, entries = run_on_queue(settings, show)
     print(f"server {server}" + (f", channel {channel}" if channel else ""))
     for name in KEYS:
-        print(f"  {name:17} {format_value(name, policy[name]):30} ({policy.source(name)})")
+        print(safe(f"  {name:17} {format_value(name, policy[name]):30} ({policy.source(name)})"))
     if not channel:
         for channel_id, values in overrides.items():
             shown = ", ".join(f"{k}={format_value(k, v)}" for k, v in values.items())
-            print(f"  channel {channel_id}: {shown}")
+            print(safe(f"  channel {channel_id}: {shown}"))
     if entries:
         print("recent changes:")
         for e in entries:
@@ -72,8 +74,8 @@ def audit_line(entry: AuditEntry) -> str:
         return "(default)" if value is None else format_value(entry.key, value)
 
     where = f" in channel {entry.channel_id}" if entry.channel_id else ""
-    return (f"{when(entry.created_at)}  {entry.actor} ({entry.via})  {entry.key}{where}: "
-            f"{shown(entry.old_value)} -> {shown(entry.new_value)}")
+    return safe(f"{when(entry.created_at)}  {entry.actor} ({entry.via})  {entry.key}{where}: "
+                f"{shown(entry.old_value)} -> {shown(entry.new_value)}")
 
 
 def cmd_preset(settings: Settings, args) -> int:
@@ -82,18 +84,19 @@ def cmd_preset(settings: Settings, args) -> int:
         if not presets:
             print("No presets. Add one: artbot preset add NAME IMAGE")
         for p in presets:
-            print(f"{p.name:24} {p.image_sha[:12]}  {when(p.created_at)}")
+            print(f"{safe(p.name):24} {p.image_sha[:12]}  {when(p.created_at)}")
         return 0
     if not args.name:
         raise InvalidRequest(f"preset {args.action} needs a NAME.")
     if args.action == "add":
         if not args.image:
             raise InvalidRequest("preset add needs NAME and IMAGE.")
+        name = check_preset_name(args.name)  # control characters out, something visible in it
         image = InputImage(args.image, "Style image")
         image.store(ImageStore(settings.image_dir))
-        run_on_queue(settings, lambda queue: queue.save_preset(None, args.name, image.sha256,
+        run_on_queue(settings, lambda queue: queue.save_preset(None, name, image.sha256,
                                                               local_user()))
-        print(f"preset {args.name} saved")
+        print(f"preset {name} saved")
         return 0
     if not run_on_queue(settings, lambda queue: queue.delete_preset(None, args.name)):
         raise InvalidRequest(f"There is no operator-wide preset {args.name!r}.")

@@ -33,7 +33,7 @@ when nobody looks.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from PIL import Image
@@ -229,4 +229,5 @@ class Generator:
             raise UnsupportedTask(
                 f"The {self.family} generator restyles by text: give a style prompt, not a style image."
             )
-        return self.vary(request, progress)
+        # As a variation in every respect (a family's vary reads the task to pass the image on).
+        return self.vary(replace(request, task=Task.VARY), progress)

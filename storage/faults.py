@@ -23,6 +23,10 @@ from pathlib import Path
 
 from artbot.errors import StorageFault
 
+#: The exceptions a storage fault arrives as, for front doors that catch what no layer
+#: below said in words (the CLI's last resort) without touching sqlite3 themselves.
+STORAGE_ERRORS = (sqlite3.Error, OSError)
+
 _READ_ONLY = {errno.EROFS, errno.EACCES, errno.EPERM}
 _FULL = {errno.ENOSPC, errno.EDQUOT} if hasattr(errno, "EDQUOT") else {errno.ENOSPC}
 

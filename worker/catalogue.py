@@ -101,7 +101,7 @@ def describe(settings: Settings, name: str,
                      loras=entry.loras if entry else None, loaded_on=loaded_on)
     try:
         profile = model_profile(settings, source, family)
-    except ConfigError as exc:
+    except (ConfigError, UserError) as exc:  # a broken model folder or file says what is wrong
         info.problem = str(exc)
         return info
     if profile is None:

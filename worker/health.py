@@ -57,6 +57,7 @@ from prometheus_client import generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from artbot.errors import UserError
 from storage.jobs import Job, JobStatus
 from storage.workers import LIVE_WITHIN_S
 from worker.queue import JobQueue
@@ -161,6 +162,8 @@ class HealthServer:
 def describe_error(exc: BaseException) -> str:
     if isinstance(exc, asyncio.TimeoutError):
         return f"no answer within {CHECK_TIMEOUT_S:g}s"
+    if isinstance(exc, UserError):  # a storage fault, already in words
+        return exc.message
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 

@@ -8,23 +8,24 @@ user, before anything is recorded. Nothing here imports torch or discord.
 
 from __future__ import annotations
 
-import io
 import json
 import math
+import os
 import re
 import secrets
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
-from PIL import Image, ImageOps, UnidentifiedImageError
-
 from artbot.config import ConfigError, Settings
-from artbot.errors import InvalidRequest
+from artbot.errors import InvalidRequest, ModelNotFound
 from generators.bundled import available, family_of, model_defaults, native_size
 from generators.diffusion import profiles, samplers
 from generators.diffusion.lora import is_lora_file
 from generators.diffusion.profiles import Profile
 from worker.loras import take_loras
+from worker import image_files
+from worker.prompts import clean_prompt, has_controls, has_visible
 from storage.jobs import Job
 
 SEED_LIMIT = 2**32  # seeds are 0 .. 2**32 - 1
@@ -32,8 +33,6 @@ DEFAULT_GUIDANCE = 7.5
 DEFAULT_STRENGTH = 0.6
 # The two variation strengths offered by buttons and reactions.
 STRENGTHS = {"subtle": 0.35, "strong": 0.7}
-# Largest input image accepted, in pixels (an 8000 x 8000 photo is 64 Mpx).
-MAX_INPUT_PIXELS = 64_000_000
 MAX_PROMPT_CHARS = 1000
 # The samplers a request may name (diffusers models), as A1111 writes them.
 SAMPLER_NAMES = tuple(samplers.SAMPLERS)
@@ -86,25 +85,50 @@ def parse_size(text: str | None, settings: Settings, multiple: int = 8) -> tuple
     """'512x768' -> (512, 768), checking the limits the model needs."""
     if text is None or not str(text).strip():
         text = settings.default_size
-    m = re.fullmatch(r"\s*(\d{1,5})\s*[xX×*]\s*(\d{1,5})\s*", str(text))
+    # NFKC: full-width digits and 'ｘ', as CJK input methods type them, are the ASCII ones;
+    # other scripts' digits are refused (a size is written in ASCII digits).
+    typed = unicodedata.normalize("NFKC", str(text))
+    m = re.fullmatch(r"\s*([0-9]{1,7})\s*[xX×*]\s*([0-9]{1,7})\s*", typed)
     if not m:
-        raise InvalidRequest(f"Size {text!r} is not WIDTHxHEIGHT, for example 512x512.")
+        raise InvalidRequest(f"Size {shown(text)} is not WIDTHxHEIGHT, for example 512x512.")
     width, height = int(m.group(1)), int(m.group(2))
     check_size(width, height, settings, multiple)
     return width, height
 
 
 def check_size(width: int, height: int, settings: Settings, multiple: int = 8) -> None:
+    """Refuse a size the model cannot draw, suggesting the nearest one it can."""
+    inside = multiple <= width <= settings.max_size and multiple <= height <= settings.max_size
     if width % multiple or height % multiple:
+        near = valid_size_near(width, height, settings.max_size, multiple)
         raise InvalidRequest(
             f"Size {width}x{height} is not a multiple of {multiple} in both directions, as "
-            f"this model needs (try {max(multiple, width // multiple * multiple)}x"
-            f"{max(multiple, height // multiple * multiple)})."
+            f"this model needs" + ("" if inside else
+                                   f", and is outside {multiple}..{settings.max_size} pixels per side")
+            + (f" (try {near[0]}x{near[1]})." if near else ".")
         )
-    if not (multiple <= width <= settings.max_size and multiple <= height <= settings.max_size):
+    if not inside:
+        near = valid_size_near(width, height, settings.max_size, multiple)
         raise InvalidRequest(
             f"Size {width}x{height} is outside {multiple}..{settings.max_size} pixels per side."
+            + (f" Try {near[0]}x{near[1]}." if near else "")
         )
+
+
+def valid_size_near(width: int, height: int, max_size: int,
+                    multiple: int = 8) -> tuple[int, int] | None:
+    """The size to suggest for one that cannot be drawn: scaled down to fit `max_size`
+    (keeping its shape) when too large, each side rounded down to a multiple and kept
+    within multiple..max_size. None when no side is allowed at all (a max_size below
+    the model's multiple)."""
+    top = max_size // multiple * multiple
+    if top < multiple:
+        return None
+    longest = max(width, height)
+    if longest > max_size:
+        width, height = width * max_size / longest, height * max_size / longest
+    return tuple(min(top, max(multiple, int(side) // multiple * multiple))
+                 for side in (width, height))
 
 
 def model_profile(settings: Settings, model: str, family: str | None = None) -> Profile | None:
@@ -158,7 +182,7 @@ def size_choices(settings: Settings, model: str | None,
     limit = min(settings.max_size, max_side or settings.max_size)
     try:
         profile = model_profile(settings, model)
-    except ConfigError:
+    except (ConfigError, ModelNotFound):  # the request itself says what is wrong
         profile = None
     if profile is None:
         native = native_size(model)
@@ -180,6 +204,9 @@ def size_choices(settings: Settings, model: str | None,
 def check_sampler(sampler: str | None, family: str, model: str,
                   profile: Profile | None = None) -> str | None:
     """The sampler's A1111 name, for a diffusers model that takes one; a clear refusal otherwise."""
+    if sampler is not None and (not isinstance(sampler, str) or len(sampler) > 40):
+        raise InvalidRequest(f"Unknown sampler {shown(sampler)}; samplers: "
+                             f"{', '.join(SAMPLER_NAMES)}.")
     name = samplers.canonical(sampler)
     if name is not None and family != "diffusion":
         raise InvalidRequest(f"{model} samples its own way; a sampler applies to diffusers "
@@ -209,9 +236,164 @@ def pick_seeds(seed: int | None, count: int) -> list[int]:
     """One seed per image: `seed`, `seed + 1`, ... or random ones."""
     if seed is None:
         seed = secrets.randbelow(SEED_LIMIT)
+    seed = as_int(seed, "Seed")
     if not 0 <= seed < SEED_LIMIT:
-        raise InvalidRequest(f"Seed {seed} is outside 0..{SEED_LIMIT - 1}.")
-    return [(seed + i) % SEED_LIMIT for i in range(count)]
+        raise InvalidRequest(f"Seed {shown(seed)} is outside 0..{SEED_LIMIT - 1}.")
+    return [(seed + i) % SEED_LIMIT for i in range(as_int(count, "Count"))]
+
+
+# -- options as typed: numbers, prompts, names ---------------------------------------------
+
+# Longest preset name (Discord's /preset add takes at most as many).
+MAX_PRESET_CHARS = 40
+# Longest model name, and longest part of a path to a model (file systems allow 255 bytes).
+MAX_MODEL_CHARS = 400
+MAX_NAME_PART = 255
+# The shape of a Hugging Face model id: 'name' or 'org/name'.
+_HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?")
+
+
+def shown(value: Any, width: int = 40) -> str:
+    """A value the user gave, as a message quotes it: text escaped (control and
+    bidirectional characters as \\x1b, \\u202e) and clipped; numbers short."""
+    if isinstance(value, str):
+        text = repr(value)
+        return text if len(text) <= width else text[:width - 1] + "…"
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**15:
+        return f"{float(value):.3g}" if abs(value) < 10**300 else "a number of 300 digits or more"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, int):
+        return str(value)
+    return shown(str(value), width)
+
+
+def as_int(value: Any, what: str) -> int:
+    """A whole-number option as an int: an int, a whole finite float, or ASCII digits.
+    Anything else (2.5, nan, 'ten', True) is refused with `what` named."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and re.fullmatch(r"\s*[-+]?[0-9]{1,30}\s*", value):
+        return int(value)
+    raise InvalidRequest(f"{what} must be a whole number, not {shown(value)}.")
+
+
+def as_float(value: Any, what: str) -> float:
+    """A number option as a finite float; nan, inf and anything not a number are refused."""
+    number = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except OverflowError:  # an int past 1e308
+            number = math.inf
+    elif isinstance(value, str) and re.fullmatch(
+            r"\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]{1,4})?\s*", value):
+        number = float(value)
+    if number is None or not math.isfinite(number):
+        raise InvalidRequest(f"{what} must be a number, not {shown(value)}.")
+    return number
+
+
+def check_prompt(text: str | None, *, what: str = "The prompt",
+                 hint: str = "write something, or leave it out", required: bool = False) -> str:
+    """A prompt option as it is stored: cleaned first (`worker.prompts.clean_prompt`:
+    control and bidirectional characters out, white space one space), then at most
+    MAX_PROMPT_CHARS long and with something visible in it; `hint` says what to do
+    about it. An empty one stays '' unless the request needs it (`required`)."""
+    if text is not None and not isinstance(text, str):
+        raise InvalidRequest(f"{what} must be text.")
+    cleaned = clean_prompt(text or "")
+    if len(cleaned) > MAX_PROMPT_CHARS:
+        raise InvalidRequest(f"{what} is longer than {MAX_PROMPT_CHARS} characters "
+                             f"({len(cleaned):,}); shorten it.")
+    if text and not has_visible(cleaned):
+        raise InvalidRequest(f"{what} has nothing visible in it, only spaces, invisible or "
+                             f"control characters: {hint}.")
+    if not cleaned and required:
+        raise InvalidRequest(f"{what} is empty: {hint}.")
+    return cleaned
+
+
+def check_preset_name(name: str | None) -> str:
+    """A style preset's name as it is saved and looked up: cleaned like a prompt, with
+    something visible, at most MAX_PRESET_CHARS long."""
+    cleaned = clean_prompt(name or "") if isinstance(name, str) else ""
+    if not has_visible(cleaned):
+        raise InvalidRequest("A preset name needs something visible in it: letters, digits "
+                             "or signs.")
+    if len(cleaned) > MAX_PRESET_CHARS:
+        raise InvalidRequest(f"A preset name is at most {MAX_PRESET_CHARS} characters long.")
+    return cleaned
+
+
+def _path_like(ref: str) -> bool:
+    """Whether a model reference is meant as a file or folder (not a name or a hub id)."""
+    return (ref.startswith(("/", ".", "~")) or "\\" in ref or ":" in ref
+            or ref.lower().endswith((".safetensors", ".ckpt"))
+            or ".." in re.split(r"[/\\]", ref))
+
+
+def _known_model(settings: Settings, name: str) -> bool:
+    """A model the operator offers by name: the catalogue's, the bundled, the default."""
+    return (name in settings.models or name in available() or name == settings.default_model
+            or name in {e.source for e in settings.models.values()})
+
+
+def check_model_name(settings: Settings, model: str | None) -> None:
+    """Refuse a model option that cannot name a model, before any file is read for
+    it: empty, too long, with control characters, a path to nothing, or neither a
+    path nor a name. None (not given) means the default model."""
+    if model is None:
+        return
+    if not isinstance(model, str) or not model.strip():
+        raise InvalidRequest("The model name is empty: name a model (see: artbot models), or "
+                             "leave the option out for the default one.")
+    if has_controls(model):
+        raise InvalidRequest(f"The model name {shown(model)} has control characters in it; "
+                             f"name a model as `artbot models` lists it.")
+    name = model.strip()
+    if _known_model(settings, name):
+        return
+    ref = settings.resolve_model(name)
+    if len(ref) > MAX_MODEL_CHARS or any(len(p) > MAX_NAME_PART for p in re.split(r"[/\\]", ref)):
+        raise InvalidRequest(f"The model name {shown(ref)} is too long to name a model.")
+    path = os.path.expanduser(ref)
+    if _path_like(ref) or os.path.exists(path):
+        if not os.path.exists(path):
+            raise ModelNotFound(f"There is no model folder or file {shown(ref)}; give a diffusers "
+                                f"folder, a .safetensors file or a name from `artbot models`.")
+        if os.path.isdir(path):
+            if not any(os.path.isfile(os.path.join(path, f))
+                       for f in ("model_index.json", "config.json")):
+                raise ModelNotFound(f"{shown(ref)} is a folder but not a model (it has no "
+                                    f"model_index.json): give a diffusers pipeline folder, a "
+                                    f".safetensors file or a name from `artbot models`.")
+        elif not ref.lower().endswith((".safetensors", ".ckpt")):
+            raise ModelNotFound(f"{shown(ref)} is a file but not a model: give a diffusers "
+                                f"folder, a .safetensors or .ckpt file, or a name from "
+                                f"`artbot models`.")
+        return
+    if not _HUB_ID.fullmatch(ref):
+        raise ModelNotFound(f"Unknown model {shown(ref)}: not a name from `artbot models`, a "
+                            f"folder, a file or a Hugging Face id (such as org/name).")
+
+
+def check_member_model(settings: Settings, model: str | None) -> None:
+    """A model a Discord member names: one the operator offers (catalogue, bundled,
+    default) or a Hugging Face id; never a file or folder on the bot's machine,
+    whether or not it exists (the answer is the same either way)."""
+    if model is None:
+        return
+    if isinstance(model, str) and model.strip() and not has_controls(model):
+        name = model.strip()
+        if not _known_model(settings, name) and (
+                _path_like(name) or len(name) > MAX_MODEL_CHARS
+                or os.path.exists(os.path.expanduser(name))):
+            raise InvalidRequest(f"{shown(name)} is not one of this bot's models; choose one "
+                                 f"from the list the model option offers.")
+    check_model_name(settings, model)
 
 
 def _check_common(
@@ -220,11 +402,13 @@ def _check_common(
     if len(prompt) > MAX_PROMPT_CHARS:
         raise InvalidRequest(f"The prompt is longer than {MAX_PROMPT_CHARS} characters.")
     if not 1 <= steps <= settings.max_steps:
-        raise InvalidRequest(f"Steps must be between 1 and {settings.max_steps}, not {steps}.")
+        raise InvalidRequest(f"Steps must be between 1 and {settings.max_steps}, "
+                             f"not {shown(steps)}.")
     if not 0.0 <= guidance <= 30.0:
-        raise InvalidRequest(f"Guidance must be between 0 and 30, not {guidance}.")
+        raise InvalidRequest(f"Guidance must be between 0 and 30, not {shown(guidance)}.")
     if not 1 <= count <= settings.max_count:
-        raise InvalidRequest(f"Count must be between 1 and {settings.max_count}, not {count}.")
+        raise InvalidRequest(f"Count must be between 1 and {settings.max_count}, "
+                             f"not {shown(count)}.")
 
 
 @dataclass
@@ -247,6 +431,7 @@ def _model_and_defaults(settings: Settings, model: str | None, family: str | Non
     with: what was asked, else the catalogue's values for the model, else its
     architecture's (diffusers) or its own config's (artbot-trained models), else the
     operator's defaults."""
+    check_model_name(settings, model)
     entry = settings.model_entry(model)
     model = settings.resolve_model(model)
     family = family or family_of(model)
@@ -255,8 +440,10 @@ def _model_and_defaults(settings: Settings, model: str | None, family: str | Non
         defaults = {"steps": min(profile.steps, settings.max_steps), "guidance": profile.guidance}
     else:
         defaults = model_defaults(model)
-    steps = int(defaults.get("steps", settings.default_steps)) if steps is None else int(steps)
-    guidance = float(defaults.get("guidance", DEFAULT_GUIDANCE)) if guidance is None else float(guidance)
+    steps = int(defaults.get("steps", settings.default_steps)) if steps is None else \
+        as_int(steps, "Steps")
+    guidance = float(defaults.get("guidance", DEFAULT_GUIDANCE)) if guidance is None else \
+        as_float(guidance, "Guidance")
     if sampler is None and entry is not None and entry.sampler and family == "diffusion":
         sampler = entry.sampler
     sampler = check_sampler(sampler, family, model, profile)
@@ -306,11 +493,16 @@ def build_draw(
     """A text-to-image job. `<lora:name:weight>` tags in the prompt, and `loras`,
     name the LoRAs it applies; `style_sha`, a stored image, is a style reference its
     images are restyled by (`style_reference`)."""
+    prompt = check_prompt(prompt, hint="say what to draw", required=True)
+    negative_prompt = check_prompt(negative_prompt, what="The negative prompt")
+    count = as_int(count, "Count")
     choice = _model_and_defaults(settings, model, family, steps, guidance, sampler)
     prompt, lora_list = take_loras(prompt, settings, model=choice.model, profile=choice.profile,
                                    entry=settings.model_entry(choice.model), named=loras)
     if not prompt:
         raise InvalidRequest("The prompt is empty: say what to draw.")
+    if not has_visible(prompt):  # only tags, and invisible characters around them
+        check_prompt(prompt, hint="say what to draw", required=True)
     _check_common(settings, prompt=prompt, steps=choice.steps, guidance=choice.guidance,
                   count=count)
     profile = choice.profile
@@ -355,9 +547,12 @@ def build_vary(
 ) -> JobSpec:
     """A variation of a stored image. The output has the input's size, rounded
     down to a multiple of 8 and scaled down to fit `settings.max_size`."""
-    strength = DEFAULT_STRENGTH if strength is None else float(strength)
+    prompt = check_prompt(prompt, hint="say what the variation should show, or leave it out")
+    negative_prompt = check_prompt(negative_prompt, what="The negative prompt")
+    count = as_int(count, "Count")
+    strength = DEFAULT_STRENGTH if strength is None else as_float(strength, "Strength")
     if not 0.0 < strength <= 1.0:
-        raise InvalidRequest(f"Strength must be above 0 and at most 1, not {strength}.")
+        raise InvalidRequest(f"Strength must be above 0 and at most 1, not {shown(strength)}.")
     choice = _model_and_defaults(settings, model, family, steps, guidance, sampler)
     steps, profile = choice.steps, choice.profile
     prompt, lora_list = take_loras(prompt, settings, model=choice.model, profile=profile,
@@ -402,40 +597,44 @@ def fit_size(width: int, height: int, max_side: int, multiple: int = 8) -> tuple
     return w, h
 
 
-def read_input_image(data: bytes, *, name: str = "the file") -> Image.Image:
-    """Decode an uploaded or given image as RGB, upright, transparency on white.
-
-    Raises InvalidRequest, with a message for the user, for anything that is
-    not an image or is too large to process.
-    """
-    if not data:
-        raise InvalidRequest(f"{name} is empty, not an image.")
-    try:
-        with Image.open(io.BytesIO(data)) as probe:
-            width, height = probe.size
-            if width * height > MAX_INPUT_PIXELS:
-                raise InvalidRequest(
-                    f"{name} is {width}x{height}, larger than the {MAX_INPUT_PIXELS // 1_000_000} "
-                    f"megapixels accepted."
-                )
-            probe.verify()
-        image = Image.open(io.BytesIO(data))
-        image.load()
-    except InvalidRequest:
-        raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-        raise InvalidRequest(f"{name} is not an image that can be read (PNG, JPEG, WebP, GIF...).") from None
-    image = ImageOps.exif_transpose(image)
-    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, rgba)
-    return image.convert("RGB")
+def read_input_image(data: bytes, *, name: str = "the file",
+                     notes: list[str] | None = None) -> "image_files.Image.Image":
+    """An uploaded or given image as upright RGB, transparency on white (see
+    `worker.image_files`); anything that cannot be used raises `ImageRefused`, an
+    `InvalidRequest` with its message. What the user should know of how it was read
+    (an animation's first frame taken) is appended to `notes`."""
+    return image_files.read_input_image(data, name=name, notes=notes)
 
 
 STYLE_METHODS = ("gatys", "adain", "diffusion")
 STYLE_DEFAULT_STEPS = 100  # gatys iterations over all scales
 STYLE_DEFAULT_SIZE = 256
+# The shortest side gatys and AdaIN work at: VGG-19 halves the image four times before
+# its last style layer (relu5_1), so a side under 16 pixels vanishes there; at 32 each
+# style layer still sees 2x2 or more.
+STYLE_MIN_SIDE = 32
+
+
+def style_transfer_size(content_size: tuple[int, int], size: int,
+                        max_side: int) -> tuple[int, int, str | None]:
+    """The output size of gatys and AdaIN for a content image: fitted to `size`, and
+    scaled up until its short side is STYLE_MIN_SIDE when it is smaller (with a note
+    saying so), as long as its long side then stays within `max_side`; a thinner image
+    is refused in one line."""
+    width, height = fit_size(*content_size, size)
+    if min(width, height) >= STYLE_MIN_SIDE:
+        return width, height, None
+    cw, ch = content_size
+    scale = STYLE_MIN_SIDE / min(cw, ch)
+    width, height = (max(STYLE_MIN_SIDE, round(side * scale / 8) * 8) for side in (cw, ch))
+    if max(width, height) > max_side:
+        raise InvalidRequest(
+            f"The content image is {cw}x{ch}, too long and thin for style transfer: it needs "
+            f"{STYLE_MIN_SIDE} pixels on its short side, which would make it {max(width, height)} "
+            f"pixels long, over the {max_side} allowed. Crop it to at most "
+            f"{max_side // STYLE_MIN_SIDE}:1, or restyle it by text (a style prompt).")
+    return width, height, (f"Style transfer needs {STYLE_MIN_SIDE} pixels a side or more, so the "
+                           f"{cw}x{ch} content image was restyled at {width}x{height}.")
 
 
 def build_stylize(
@@ -460,7 +659,8 @@ def build_stylize(
     Give exactly one of `style_sha` (an uploaded image or a preset's) and `prompt`.
     Without a method, a style image means gatys and a prompt means diffusion.
     """
-    prompt = (prompt or "").strip()
+    prompt = check_prompt(prompt, what="The style prompt",
+                          hint="describe the style in words, or give a style image")
     if bool(style_sha) == bool(prompt):
         raise InvalidRequest("Give one style: a style image, a preset, or a style prompt.")
     method = (method or ("diffusion" if prompt else "gatys")).lower()
@@ -470,38 +670,43 @@ def build_stylize(
         raise InvalidRequest("The diffusion method restyles by text: give a style prompt.")
     if method != "diffusion" and not style_sha:
         raise InvalidRequest(f"The {method} method needs a style image or a preset.")
-    size = STYLE_DEFAULT_SIZE if size is None else int(size)
+    size = STYLE_DEFAULT_SIZE if size is None else as_int(size, "Size")
     if not 32 <= size <= settings.max_style_size:
         raise InvalidRequest(f"Size must be between 32 and {settings.max_style_size} pixels.")
     width, height = fit_size(*content_size, size)
     seeds = pick_seeds(seed, 1)
     guidance = DEFAULT_GUIDANCE
+    scaled_up = None  # the note of a content image too small for gatys and AdaIN
     if method == "diffusion":
-        strength = DEFAULT_STRENGTH if strength is None else float(strength)
+        strength = DEFAULT_STRENGTH if strength is None else as_float(strength, "Strength")
         if not 0.0 < strength <= 1.0:
-            raise InvalidRequest(f"Strength must be above 0 and at most 1, not {strength}.")
+            raise InvalidRequest(f"Strength must be above 0 and at most 1, "
+                                 f"not {shown(strength)}.")
+        check_model_name(settings, model)
         if family_of(settings.resolve_model(model)) not in ("diffusion", "pixel-diffusion"):
             raise InvalidRequest(f"Model {settings.resolve_model(model)} cannot restyle by text; "
                                  f"choose a diffusion model.")
         choice = _model_and_defaults(settings, model, None, steps, None)
         model, family, steps, guidance = choice.model, choice.family, choice.steps, choice.guidance
         if not 1 <= steps <= settings.max_steps:
-            raise InvalidRequest(f"Steps must be between 1 and {settings.max_steps}, not {steps}.")
+            raise InvalidRequest(f"Steps must be between 1 and {settings.max_steps}, "
+                                 f"not {shown(steps)}.")
         check_img2img(choice.profile)
         if choice.profile is not None:
             width, height = fit_size(*content_size, size, choice.profile.multiple)
         options: dict[str, Any] = {"method": "diffusion"}
     else:
-        strength = 1.0 if strength is None else float(strength)
+        strength = 1.0 if strength is None else as_float(strength, "Strength")
         top = 1.0 if method == "adain" else 10.0
         if not 0.0 < strength <= top:
             raise InvalidRequest(f"Strength for {method} must be above 0 and at most {top:g}.")
-        steps = STYLE_DEFAULT_STEPS if steps is None else int(steps)
+        steps = STYLE_DEFAULT_STEPS if steps is None else as_int(steps, "Steps")
         if not 1 <= steps <= 2000:
-            raise InvalidRequest(f"Steps must be between 1 and 2000, not {steps}.")
+            raise InvalidRequest(f"Steps must be between 1 and 2000, not {shown(steps)}.")
         model = settings.vgg19_weights or "vgg19"
         family = "style"
         options = {"method": method}
+        width, height, scaled_up = style_transfer_size(content_size, size, settings.max_style_size)
         if method == "adain":
             if not settings.adain_decoder:
                 raise InvalidRequest(
@@ -519,6 +724,8 @@ def build_stylize(
         params["style_image"] = style_sha
     if preset:
         params["preset"] = preset
+    if scaled_up:
+        params["notes"] = [scaled_up]
     return JobSpec(kind="stylize", family=family, model=model, params=params, seeds=seeds,
                    parent_id=parent_id)
 
@@ -668,23 +875,20 @@ def _img2img_profile(settings: Settings, job: Job) -> Profile | None:
         return None
     try:
         profile = model_profile(settings, job.model, job.family)
-    except (ConfigError, InvalidRequest, OSError, ValueError):
+    except (ConfigError, InvalidRequest, ModelNotFound, OSError, ValueError):
         return None
     return profile if profile is not None and profile.img2img else None
 
 
-def can_upscale(settings: Settings, job: Job) -> bool:
-    """Whether a result of `job` can be upscaled here: by the operator's upscaler
-    network (any picture), else by a hires fix of its own diffusers model."""
+def tools_for(settings: Settings, job: Job) -> tuple[bool, bool]:
+    """Which tools a result of `job` offers here, with one look at the model's files:
+    (upscale: by the operator's upscaler network, any picture, else by a hires fix of its
+    own diffusers model; zoom out and pan: its model must be a diffusers model with an
+    image-to-image or inpainting pipeline)."""
     if job.kind not in IMAGE_KINDS:
-        return False
-    return bool(settings.upscaler) or _img2img_profile(settings, job) is not None
-
-
-def can_outpaint(settings: Settings, job: Job) -> bool:
-    """Whether a result of `job` can be zoomed out or panned: its model must be a
-    diffusers model with an image-to-image (or inpainting) pipeline."""
-    return job.kind in IMAGE_KINDS and _img2img_profile(settings, job) is not None
+        return False, False
+    img2img = _img2img_profile(settings, job) is not None
+    return bool(settings.upscaler) or img2img, img2img
 
 
 def file_parent(settings: Settings, model: str | None, prompt: str = "") -> Job:
@@ -814,6 +1018,7 @@ def build_blend(settings: Settings, *, image_shas: list[str], sizes: list[tuple[
     latent space; emoji-diffusion refines their pixel mean."""
     if not 2 <= len(image_shas) <= 5:
         raise InvalidRequest(f"Blend 2 to 5 images, not {len(image_shas)}.")
+    prompt = check_prompt(prompt, hint="say what the blend should show, or leave it out")
     choice = _model_and_defaults(settings, model, None, None, None)
     if choice.family not in BLEND_FAMILIES:
         raise InvalidRequest(f"{settings.model_name(choice.model)} cannot blend images; choose "

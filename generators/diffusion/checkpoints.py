@@ -109,8 +109,9 @@ _MAX_HEADER = 100_000_000
 _UNET = "model.diffusion_model."
 
 
-def _not_safetensors(path: Path) -> ModelNotFound:
-    return ModelNotFound(f"{path} is not a .safetensors file (its header cannot be read).")
+def _not_safetensors(path: Path, why: str) -> ModelNotFound:
+    return ModelNotFound(f"{path} is not a .safetensors file (its header cannot be read: {why}). "
+                         f"Re-download it.")
 
 
 def read_tensor_names(path: str | os.PathLike) -> dict[str, list[int]] | None:
@@ -130,11 +131,15 @@ def read_tensor_names(path: str | os.PathLike) -> dict[str, list[int]] | None:
         with open(path, "rb") as fh:
             size = os.fstat(fh.fileno()).st_size
             prefix = fh.read(8)
+            if size == 0:
+                raise ModelNotFound(f"{path} is not a .safetensors file: it is empty (0 bytes). "
+                                    f"Re-download it.")
             if len(prefix) < 8:
-                raise _not_safetensors(path)
+                raise _not_safetensors(path, f"the file is only {size} bytes long")
             (length,) = struct.unpack("<Q", prefix)
             if length < 2 or length > min(_MAX_HEADER, size - 8):
-                raise _not_safetensors(path)
+                raise _not_safetensors(path, "the length in its first 8 bytes does not fit the "
+                                             "file; random bytes, or another format renamed?")
             raw = fh.read(length)
     except FileNotFoundError:
         raise ModelNotFound(f"Model file {path} does not exist.") from None
@@ -145,9 +150,9 @@ def read_tensor_names(path: str | os.PathLike) -> dict[str, list[int]] | None:
     try:
         header = json.loads(raw)
     except ValueError:  # UnicodeDecodeError is a ValueError too
-        raise _not_safetensors(path) from None
+        raise _not_safetensors(path, "its header is not JSON") from None
     if not isinstance(header, dict):
-        raise _not_safetensors(path)
+        raise _not_safetensors(path, "its header is not a JSON object")
 
     shapes: dict[str, list[int]] = {}
     data_end = 0
@@ -158,13 +163,16 @@ def read_tensor_names(path: str | os.PathLike) -> dict[str, list[int]] | None:
             shape = [int(d) for d in info["shape"]]
             start, end = (int(o) for o in info["data_offsets"])
         except (TypeError, KeyError, ValueError):
-            raise _not_safetensors(path) from None
+            raise _not_safetensors(path, f"its header describes tensor {name[:80]!r} "
+                                         f"without a shape and offsets") from None
+        if not 0 <= start <= end:
+            raise _not_safetensors(path, f"tensor {name[:80]!r} has offsets {start}..{end}")
         shapes[name] = shape
         data_end = max(data_end, end)
     if 8 + length + data_end > size:
         raise ModelNotFound(
             f"{path} is cut short: its header describes {8 + length + data_end} bytes but the file "
-            f"has {size} (an unfinished download?)."
+            f"has {size} (an unfinished download?). Re-download it."
         )
     return shapes
 

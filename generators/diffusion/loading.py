@@ -15,7 +15,6 @@ Anything else, or a hub model that is neither cached nor reachable, raises
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import re
 from pathlib import Path
@@ -24,6 +23,8 @@ import torch
 
 from artbot.errors import ModelNotFound
 from generators.diffusion.checkpoints import cached_config, hub_offline
+from generators.diffusion.model_files import (OPTIONAL_COMPONENTS, check_checkpoint_file,
+                                              check_model_folder, components)
 
 log = logging.getLogger(__name__)
 
@@ -94,12 +95,15 @@ def load_pipeline(ref: str, device: torch.device, dtype: torch.dtype, *,
     path = Path(ref).expanduser()
 
     if path.is_dir():
-        if not (path / "model_index.json").is_file():
-            raise ModelNotFound(
-                f"Model folder {ref} is not a diffusers pipeline (it has no model_index.json)."
-            )
-        pipe = AutoPipelineForText2Image.from_pretrained(
-            str(path), torch_dtype=dtype, **_left_out_components(path))
+        index = check_model_folder(path)  # what is wrong with it in words, before diffusers tries
+        try:
+            pipe = AutoPipelineForText2Image.from_pretrained(
+                str(path), torch_dtype=dtype, **_left_out_components(path, index))
+        except Exception as exc:  # noqa: BLE001 - said in words when it is the files' fault
+            reason = _unloadable(exc, f"Model folder {ref}")
+            if reason is None:
+                raise
+            raise reason from None
         revision = folder_fingerprint(path)
 
     elif path.suffix.lower() in (".safetensors", ".ckpt"):
@@ -123,28 +127,27 @@ def load_pipeline(ref: str, device: torch.device, dtype: torch.dtype, *,
     return pipe, revision
 
 
-# Components a folder may leave out although its model_index.json names them: SD3's
-# T5 encoder (4.7 B parameters) is often not downloaded; the pipeline then reads
-# prompts with its two CLIP encoders only.
-OPTIONAL_COMPONENTS = ("text_encoder_3", "tokenizer_3")
+def _left_out_components(folder: Path, index: dict) -> dict:
+    """`name=None` for each optional component (OPTIONAL_COMPONENTS) the folder does
+    not have; `check_model_folder` has refused any other that is missing."""
+    return {name: None for name, (library, _) in components(index).items()
+            if name in OPTIONAL_COMPONENTS and (library is None or not (folder / name).is_dir())}
 
 
-def _left_out_components(folder: Path) -> dict:
-    """`name=None` for each optional component the folder does not have; a clear
-    error for any other component that is missing."""
-    try:
-        index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelNotFound(f"Model folder {folder} has a model_index.json that cannot be read "
-                            f"({_short(exc)}).") from None
-    named = [k for k, v in index.items() if not k.startswith("_") and isinstance(v, list)]
-    missing = [k for k in named if index[k][:1] == [None] or not (folder / k).is_dir()]
-    broken = [k for k in missing if k not in OPTIONAL_COMPONENTS and index[k][:1] != [None]]
-    if broken:
-        raise ModelNotFound(f"Model folder {folder} is incomplete: its model_index.json names "
-                            f"{', '.join(broken)}, which {'is' if len(broken) == 1 else 'are'} "
-                            f"not there. Download the whole model again.")
-    return {k: None for k in missing if k in OPTIONAL_COMPONENTS}
+def _unloadable(exc: BaseException, what: str) -> ModelNotFound | None:
+    """A load failure that is the model files' fault, in words naming `what` (a folder
+    or file); None for anything else (a bug, no memory), which stays as it is."""
+    if isinstance(exc, ModelNotFound):
+        return exc
+    text = _short(exc).split(". ")[0].rstrip(".")  # the first sentence says it
+    files = isinstance(exc, (OSError, ValueError, KeyError, AttributeError)) or \
+        type(exc).__name__ == "SafetensorError" or (
+            isinstance(exc, RuntimeError) and ("state_dict" in text or "size mismatch" in text))
+    if not files or isinstance(exc, MemoryError):
+        return None
+    log.info("%s cannot be loaded", what, exc_info=exc)
+    return ModelNotFound(f"{what} cannot be loaded: {text}. Re-download the model (a newer kind "
+                         f"of model may need a newer diffusers).")
 
 
 def _load_single_file(path: Path, dtype: torch.dtype, *, config: str | None, arch: str | None):
@@ -153,6 +156,8 @@ def _load_single_file(path: Path, dtype: torch.dtype, *, config: str | None, arc
 
     if not path.is_file():
         raise ModelNotFound(f"Model file {path} does not exist.")
+    if path.suffix.lower() == ".ckpt":
+        check_checkpoint_file(path)  # empty, not a zip or pickle, a zip cut short
     found = checkpoint_arch(path) if path.suffix.lower() == ".safetensors" else None
     if found == "lora":
         raise ModelNotFound(
@@ -163,7 +168,13 @@ def _load_single_file(path: Path, dtype: torch.dtype, *, config: str | None, arc
     if found is None and path.suffix.lower() == ".ckpt":
         found = "sd1"  # a pickle's names cannot be read without loading it; SD 1.x is the usual
     offline = hub_offline() or (config is None and not _hub_reachable())
-    return load_checkpoint(path, found, config=config, dtype=dtype, offline=offline)
+    try:
+        return load_checkpoint(path, found, config=config, dtype=dtype, offline=offline)
+    except Exception as exc:  # noqa: BLE001 - said in words when it is the file's fault
+        reason = _unloadable(exc, f"Model file {path}")
+        if reason is None:
+            raise
+        raise reason from None
 
 
 def _short(exc: BaseException) -> str:

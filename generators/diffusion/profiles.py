@@ -23,12 +23,15 @@ guidance embedding) or their name; an operator can mark one with
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from artbot.errors import ModelNotFound
+from generators.diffusion.model_files import (check_checkpoint_file, check_model_folder,
+                                              read_config, read_model_index)
 
 # The aspect-ratio buckets SDXL was trained on, at 1024 pixels; other models
 # get them scaled to their own native size (SD 1.x at 512: 608x416, ...).
@@ -121,11 +124,9 @@ def base_profile(arch: str) -> Profile:
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    """A config the profile reads: {} when the file is not there (a hub cache may lack
+    it); `ModelNotFound` saying what is wrong when it is there and broken."""
+    return read_config(path, required=False) or {}
 
 
 def distilled(profile: Profile, *, lcm: bool = False) -> Profile:
@@ -137,8 +138,9 @@ def distilled(profile: Profile, *, lcm: bool = False) -> Profile:
 
 
 def from_folder(folder: Path, name: str = "") -> Profile:
-    """The profile of a diffusers pipeline folder, from its configs."""
-    index = _read_json(folder / "model_index.json")
+    """The profile of a diffusers pipeline folder, from its configs (`ModelNotFound`
+    when its model_index.json is missing or broken)."""
+    index = read_model_index(folder)
     pipeline = str(index.get("_class_name", ""))
     arch = _PIPELINE_ARCH.get(pipeline.replace("Img2Img", "").replace("Inpaint", ""), "other")
     vae = _read_json(folder / "vae" / "config.json")
@@ -200,15 +202,24 @@ def from_name(ref: str, *, detected_from: str = "name") -> Profile:
 
 
 def from_checkpoint(path: Path, config: Path | None = None) -> Profile:
-    """A single file: its configuration folder if the operator gave one, else its tensors."""
+    """A single file: its configuration folder if the operator gave one, else its tensors.
+    A file that is here and broken (empty, random bytes, cut short) raises
+    `ModelNotFound`; one that is not here (only a remote worker has it) is guessed
+    from its name."""
     if config is not None and (config / "model_index.json").is_file():
         return from_folder(config, path.name).with_overrides(detected_from="file")
     from generators.diffusion.checkpoints import checkpoint_arch
 
-    try:
-        arch = checkpoint_arch(path)
-    except Exception:  # noqa: BLE001 - an unreadable file is reported when it is loaded
-        arch = None
+    arch = None
+    if path.is_file():
+        if path.suffix.lower() == ".ckpt":
+            check_checkpoint_file(path)
+        try:
+            arch = checkpoint_arch(path)
+        except ModelNotFound:
+            raise
+        except Exception:  # noqa: BLE001 - what the header check missed is said at load time
+            arch = None
     if arch in (None, "lora"):
         return from_name(path.name)
     if arch == "sdxl-refiner":
@@ -242,6 +253,7 @@ def detect(ref: str, *, config: str | None = None) -> Profile:
     key = (ref, config, stamp)
     if key not in _CACHE:
         if path.is_dir():
+            check_model_folder(path)  # its components, configs and weights: all there and whole
             profile = from_folder(path)
         elif path.suffix.lower() in (".safetensors", ".ckpt"):
             profile = from_checkpoint(path, Path(config).expanduser() if config else None)

@@ -92,7 +92,8 @@ def test_a_unet_without_text_encoder_by_its_cross_attention_width(tmp_path):
 def test_random_bytes_and_cut_files_are_refused_with_one_clear_line(tmp_path, files):
     noise = tmp_path / "noise.safetensors"
     noise.write_bytes(np.random.default_rng(0).bytes(4096))
-    with pytest.raises(ModelNotFound, match=r"is not a \.safetensors file \(its header cannot be read\)"):
+    with pytest.raises(ModelNotFound, match=r"is not a \.safetensors file \(its header cannot be read: "
+                                            r"the length in its first 8 bytes does not fit the file"):
         checkpoint_arch(noise)
 
     data = files["sd1"].read_bytes()

@@ -118,7 +118,7 @@ async def test_queue_health_is_503_when_the_database_is_unreadable(queue, settin
                 f.write(b"\0" * max(size, 4096))
         status, report = await get(server, "/healthz")
         assert status == 503 and report["ok"] is False
-        assert "not a database" in report["reason"]
+        assert "is not an artbot database" in report["reason"]
         assert (await get(server, "/metrics"))[0] == 503
     finally:
         await server.close()
