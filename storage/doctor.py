@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import os
 import shutil
 import sqlite3
@@ -31,6 +30,7 @@ from typing import Any, Callable, Iterable
 
 from artbot.errors import UserError
 from storage.faults import explain, size_text
+from storage.jobs import referenced_images
 from storage.migrations import MIGRATIONS
 
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -171,10 +171,8 @@ def _check_contents(report: Report, conn: sqlite3.Connection, image_dir: Path, i
     rows = conn.execute(
         "SELECT id, job_id, idx, path, sha256" + (", lost_at" if lost_col else ", NULL")
         + " FROM images ORDER BY id").fetchall()
-    referenced: set[str] = set()
     already_lost = 0
     for image_id, job_id, idx, path, sha, lost_at in rows:
-        referenced.add(sha)
         if lost_at is not None:
             already_lost += 1
             continue
@@ -183,13 +181,7 @@ def _check_contents(report: Report, conn: sqlite3.Connection, image_dir: Path, i
             report.missing.append((image_id, job_id, idx, path))
         elif verify and hashlib.sha256(file.read_bytes()).hexdigest() != sha:
             report.mismatched.append((image_id, job_id, idx, path))
-    for (params,) in conn.execute("SELECT params FROM jobs"):
-        try:
-            referenced.update(inputs(json.loads(params or "{}")))
-        except ValueError:
-            continue
-    if "style_presets" in tables:
-        referenced.update(row[0] for row in conn.execute("SELECT image_sha FROM style_presets"))
+    referenced = referenced_images(conn, inputs)
     checked = "checked" if verify else "found (not hashed: --quick)"
     report.add("ok", f"{jobs} jobs, {len(rows)} images {checked}"
                + (f", {already_lost} already marked lost" if already_lost else ""))

@@ -116,6 +116,44 @@ class Job:
         return cls(**row)
 
 
+# SQLite's limit on `?` in one statement is 999 in old builds: lists go in chunks below it.
+CHUNK = 500
+
+
+def referenced_images(conn, inputs: Callable[[dict[str, Any]], Iterable[str]],
+                      among: set[str] | None = None) -> set[str]:
+    """The sha256 of the stored files something still references: an image row, a job's
+    inputs (`inputs(params)`: its init or style image, a blend's images) or a style
+    preset. With `among`, only which of those are: what a deletion may remove
+    (`storage.privacy`); without, all of them: what is not an orphan (`storage.doctor`)."""
+    has_presets = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'style_presets'").fetchone()
+    queries = ["SELECT DISTINCT sha256 FROM images"]
+    if has_presets:
+        queries.append("SELECT DISTINCT image_sha FROM style_presets")
+    used: set[str] = set()
+    if among is None:
+        for sql in queries:
+            used.update(row[0] for row in conn.execute(sql))
+    else:
+        listed = sorted(among)
+        for start in range(0, len(listed), CHUNK):
+            chunk = listed[start:start + CHUNK]
+            where = f" WHERE {{}} IN ({','.join('?' * len(chunk))})"
+            for sql, column in zip(queries, ("sha256", "image_sha")):
+                used.update(row[0] for row in conn.execute(sql + where.format(column), chunk))
+        if used >= among:
+            return used
+    # Inputs are inside each job's JSON parameters.
+    for (params,) in conn.execute("SELECT params FROM jobs"):
+        try:
+            shas = inputs(json.loads(params or "{}"))
+        except ValueError:
+            continue
+        used.update(shas if among is None else among.intersection(shas))
+    return used
+
+
 def this_worker_id() -> str:
     """host:pid, so a restarted process can tell its dead predecessor's jobs."""
     return f"{socket.gethostname()}:{os.getpid()}"

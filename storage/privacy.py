@@ -43,7 +43,7 @@ import sqlite_utils
 
 from storage.db import begin, fetch_all, transaction
 from storage.images import ImageStore
-from storage.jobs import ImageRecord, Job
+from storage.jobs import CHUNK, ImageRecord, Job, referenced_images
 
 DAY = 86_400.0
 # How long what the quota and the cooldown need of a deleted job is kept: longer than
@@ -51,8 +51,6 @@ DAY = 86_400.0
 KEEP_USAGE_S = 2 * DAY
 # Statuses whose jobs are done with: retention deletes these only, never a job in the queue.
 FINISHED = ("succeeded", "failed", "canceled")
-# SQLite's limit on `?` in one statement is 999 in old builds: ids go in chunks below it.
-CHUNK = 500
 
 
 @dataclass
@@ -224,7 +222,7 @@ class PrivacyStore:
             return 0, 0
         begin(self.conn)
         try:
-            used = self._referenced(set(candidates))
+            used = referenced_images(self.conn, self.inputs, among=set(candidates))
             removed = left = 0
             for sha, path in candidates.items():
                 if sha in used:
@@ -239,24 +237,3 @@ class PrivacyStore:
         finally:
             self.conn.execute("COMMIT")  # nothing was written: this only ends the lock
         return removed, left
-
-    def _referenced(self, shas: set[str]) -> set[str]:
-        """Which of `shas` an image row, a job's inputs or a style preset references."""
-        used: set[str] = set()
-        listed = sorted(shas)
-        for start in range(0, len(listed), CHUNK):
-            chunk = listed[start:start + CHUNK]
-            marks = _marks(chunk)
-            used.update(r[0] for r in self.conn.execute(
-                f"SELECT DISTINCT sha256 FROM images WHERE sha256 IN ({marks})", chunk))
-            used.update(r[0] for r in self.conn.execute(
-                f"SELECT DISTINCT image_sha FROM style_presets WHERE image_sha IN ({marks})", chunk))
-        if used >= shas:
-            return used
-        # Inputs are inside each job's JSON parameters (as `artbot doctor` reads them).
-        for (params,) in self.conn.execute("SELECT params FROM jobs"):
-            try:
-                used.update(shas.intersection(self.inputs(json.loads(params or "{}"))))
-            except ValueError:
-                continue
-        return used
