@@ -47,19 +47,8 @@ def artbot(tmp_path, monkeypatch, capsys):
     (tmp_path / "b.png").write_bytes(png((20, 40, 200)))
 
     def finished_job() -> int:
-        settings = Settings(data_dir=data, device="cpu")
-        db = open_db(settings.db_path)
-        store = JobStore(db)
-        job = store.submit(user_id="local:test", kind="draw", family="pixel-diffusion",
-                           model="emoji-diffusion", params={"prompt": "a heart", "width": 64,
-                                                            "height": 64, "steps": 4, "seed": 3},
-                           seeds=[3], batch_key="k", source="cli")
-        (claimed,) = store.claim("test-worker", lease_s=60)
-        image = ImageStore(settings.image_dir).put_image(Image.new("RGB", (64, 64), "red"))
-        store.complete(claimed.id, claimed.claim_token, [(3, image)], model_revision=None,
-                       run_seconds=0.1)
-        db.conn.close()
-        return job.id
+        return finished_draw(Settings(data_dir=data, device="cpu"), None,
+                             user_id="local:test", source="cli")
 
     run.finished_job = finished_job
     return run
@@ -270,14 +259,16 @@ def bot_settings(tmp_path) -> Settings:
     return Settings(data_dir=tmp_path / "data", device="cpu", discord_token="test-token")
 
 
-def finished_draw(settings: Settings, server_id: str) -> int:
-    """A finished draw of this server, stored as a worker would store it (no model runs)."""
+def finished_draw(settings: Settings, server_id: str | None, *, user_id: str = "1",
+                  source: str = "discord") -> int:
+    """A finished draw of one 64x64 image, stored as a worker would store it (no model
+    runs): of this server on Discord, or (server None, source "cli") of the command line."""
     db = open_db(settings.db_path)
     store = JobStore(db)
-    job = store.submit(user_id="1", kind="draw", family="pixel-diffusion", model="emoji-diffusion",
+    job = store.submit(user_id=user_id, kind="draw", family="pixel-diffusion", model="emoji-diffusion",
                        params={"prompt": "a red heart", "width": 64, "height": 64, "steps": 4,
                                "seed": 3, "count": 1},
-                       seeds=[3], batch_key="k", source="discord", server_id=server_id)
+                       seeds=[3], batch_key="k", source=source, server_id=server_id)
     (claimed,) = store.claim("test-worker", lease_s=60)
     image = ImageStore(settings.image_dir).put_image(Image.new("RGB", (64, 64), "red"))
     store.complete(claimed.id, claimed.claim_token, [(3, image)], model_revision=None,
