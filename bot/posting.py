@@ -26,8 +26,9 @@ from bot.client import ArtBot
 from bot.errors import refuse
 from storage.images import encode_png
 from storage.jobs import ImageRecord, Job, JobStatus
+from worker.image_files import read_input_image
 from worker.requests import (STRENGTHS, JobSpec, build_outpaint, build_upscale,
-                             build_variation_of, read_input_image)
+                             build_variation_of)
 
 # Largest upload accepted, in megabytes.
 UPLOAD_LIMIT_MB = 10

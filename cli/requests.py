@@ -29,9 +29,9 @@ from storage.jobs import JobStatus
 from worker.loras import parse_lora
 from worker.policy import Requester
 from worker.queue import JobEvent, JobQueue, LocalJobQueue
+from worker.image_files import read_input_image
 from worker.requests import (JobSpec, build_blend, build_describe, build_draw, build_outpaint,
-                             build_stylize, build_upscale, build_vary, file_parent,
-                             read_input_image)
+                             build_stylize, build_upscale, build_vary, file_parent)
 
 # A worker seen this recently (seconds) serves the data directory: the CLI leaves the job to it.
 SERVED_WITHIN_S = 6.0

@@ -24,7 +24,6 @@ from generators.diffusion import profiles, samplers
 from generators.diffusion.lora import is_lora_file
 from generators.diffusion.profiles import Profile
 from worker.loras import take_loras
-from worker import image_files
 from worker.prompts import clean_prompt, has_controls, has_visible
 from storage.jobs import Job
 
@@ -396,11 +395,7 @@ def check_member_model(settings: Settings, model: str | None) -> None:
     check_model_name(settings, model)
 
 
-def _check_common(
-    settings: Settings, *, prompt: str, steps: int, guidance: float, count: int
-) -> None:
-    if len(prompt) > MAX_PROMPT_CHARS:
-        raise InvalidRequest(f"The prompt is longer than {MAX_PROMPT_CHARS} characters.")
+def _check_common(settings: Settings, *, steps: int, guidance: float, count: int) -> None:
     if not 1 <= steps <= settings.max_steps:
         raise InvalidRequest(f"Steps must be between 1 and {settings.max_steps}, "
                              f"not {shown(steps)}.")
@@ -503,7 +498,7 @@ def build_draw(
         raise InvalidRequest("The prompt is empty: say what to draw.")
     if not has_visible(prompt):  # only tags, and invisible characters around them
         check_prompt(prompt, hint="say what to draw", required=True)
-    _check_common(settings, prompt=prompt, steps=choice.steps, guidance=choice.guidance,
+    _check_common(settings, steps=choice.steps, guidance=choice.guidance,
                   count=count)
     profile = choice.profile
     negative_prompt = check_negative(negative_prompt, choice.guidance, profile)
@@ -557,7 +552,7 @@ def build_vary(
     steps, profile = choice.steps, choice.profile
     prompt, lora_list = take_loras(prompt, settings, model=choice.model, profile=profile,
                                    entry=settings.model_entry(choice.model), named=loras)
-    _check_common(settings, prompt=prompt, steps=steps, guidance=choice.guidance, count=count)
+    _check_common(settings, steps=steps, guidance=choice.guidance, count=count)
     check_img2img(profile)
     negative_prompt = check_negative(negative_prompt, choice.guidance, profile)
     if int(steps * strength) < 1:
@@ -595,15 +590,6 @@ def fit_size(width: int, height: int, max_side: int, multiple: int = 8) -> tuple
     w = max(multiple, int(width * scale) // multiple * multiple)
     h = max(multiple, int(height * scale) // multiple * multiple)
     return w, h
-
-
-def read_input_image(data: bytes, *, name: str = "the file",
-                     notes: list[str] | None = None) -> "image_files.Image.Image":
-    """An uploaded or given image as upright RGB, transparency on white (see
-    `worker.image_files`); anything that cannot be used raises `ImageRefused`, an
-    `InvalidRequest` with its message. What the user should know of how it was read
-    (an animation's first frame taken) is appended to `notes`."""
-    return image_files.read_input_image(data, name=name, notes=notes)
 
 
 STYLE_METHODS = ("gatys", "adain", "diffusion")
@@ -1027,7 +1013,7 @@ def build_blend(settings: Settings, *, image_shas: list[str], sizes: list[tuple[
     prompt, lora_list = take_loras(prompt or "", settings, model=choice.model,
                                    profile=choice.profile,
                                    entry=settings.model_entry(choice.model))
-    _check_common(settings, prompt=prompt, steps=choice.steps, guidance=choice.guidance, count=1)
+    _check_common(settings, steps=choice.steps, guidance=choice.guidance, count=1)
     profile = choice.profile
     if size is not None and str(size).strip():
         width, height = parse_size(size, settings, profile.multiple if profile else 8)

@@ -33,10 +33,11 @@ from artbot.config import Settings
 from artbot.errors import InvalidRequest, ModelNotFound, UserError
 from tests.cli_runner import in_process_artbot
 from tests.cli_runner import job_rows as _job_rows
-from worker import image_files
 from storage.images import ImageStore
+from worker import image_files
+from worker.image_files import read_input_image
 from worker.requests import (STYLE_MIN_SIDE, build_stylize, check_size, fit_size, model_profile,
-                             read_input_image, valid_size_near)
+                             valid_size_near)
 
 ACCEPTED = "PNG, JPEG, WebP, GIF, AVIF, BMP or TIFF"
 UNREADABLE = f"is not an image that can be read: send a {ACCEPTED} image."
